@@ -1,0 +1,90 @@
+"""The plugin contracts, as typing Protocols: what the core calls on each family's instances.
+
+A plugin need not inherit from these; it must only behave as they say. `nima.testing` checks
+behaviour against each family's reference implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Attention(Protocol):
+    """attention: `attn(q, k, v, causal=..)` with q (B, H, Nq, D), k and v (B, Hkv, Nk, D).
+
+    H % Hkv == 0 (GQA/MQA). When causal and Nq != Nk the queries are the LAST Nq positions:
+    query i sees keys j <= i + Nk - Nq (bottom-right alignment). key_padding_mask is bool
+    (B, Nk), True where a key may be attended. A query with no visible key returns zeros (and
+    zero gradients), never NaN. Returns (B, H, Nq, D) in q's dtype.
+    """
+
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        causal: bool,
+        scale: float | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Positional(Protocol):
+    """positional: an nn.Module built as `factory(d_model=, n_heads=, head_dim=, max_len=)`.
+
+    It may act at any of three points; the model calls all three, and a plugin that does not
+    act at one returns its input unchanged (or None for the bias):
+      embed(x (B, N, d_model), positions (B, N) or (N,)) -> x      token embeddings
+      rotate(q (B, H, N, D), k (B, Hkv, N, D), positions) -> q, k  queries and keys
+      bias(n_heads, positions_q, positions_k) -> (H, Nq, Nk) or None   attention bias (ALiBi)
+    Positions are explicit so KV-cache decoding and packed sequences work.
+    """
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor: ...
+
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """tokenizer: trained on text, saved to and loaded from one versioned JSON file."""
+
+    vocab_size: int
+    pad_id: int
+    unk_id: int
+    sos_id: int
+    eos_id: int
+
+    def train(self, texts: str | Iterable[str]) -> None: ...
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """sampler: a logits processor `(logits (B, V)) -> logits`, or a selector (see nima.generate)."""
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """dataset: raw text per split and a checksum of its source (for caches and run records)."""
+
+    def splits(self) -> dict[str, str]: ...
+
+    def checksum(self) -> str: ...
+

@@ -1,0 +1,1 @@
+"""Datasets, data files (download + checksum), splits and token arrays."""

@@ -1,0 +1,35 @@
+"""Every hook NIMA calls. A plugin package implements any of them with `@nima.hookimpl`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("nima")
+hookimpl = pluggy.HookimplMarker("nima")
+
+
+@hookspec
+def nima_register(registry: Any) -> None:
+    """Register this package's plugins: `registry.attention("name", Factory, capabilities=...)`."""
+
+
+@hookspec
+def nima_train_start(run: Any) -> None:
+    """A training run starts; `run` holds the config, run directory, model and total steps."""
+
+
+@hookspec
+def nima_train_step(run: Any, step: int, metrics: dict[str, float]) -> None:
+    """One optimizer step finished; `metrics` holds train_loss, lr, tokens_per_s."""
+
+
+@hookspec
+def nima_evaluate(run: Any, step: int, metrics: dict[str, float]) -> None:
+    """An evaluation finished; `metrics` holds val_loss (and is_best)."""
+
+
+@hookspec
+def nima_train_end(run: Any, summary: dict[str, Any]) -> None:
+    """Training ended (finished or interrupted); `summary` holds best_val_loss and wall time."""

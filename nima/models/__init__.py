@@ -1,0 +1,1 @@
+"""Model families built from plugins (GPT first)."""

@@ -1,0 +1,8 @@
+"""Built-in NIMA models plugins, registered through the `nima` entry-point group."""
+
+from nima import hookimpl
+
+
+@hookimpl
+def nima_register(registry) -> None:
+    """Register the built-in models plugins."""

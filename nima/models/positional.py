@@ -7,7 +7,7 @@ from torch import nn
 
 
 class Positional(nn.Module):
-    """A positional encoding; subclasses override the point(s) where they act.
+    """A positional encoding; subclasses override the point where they act (embed or rotate).
 
     Built by the model as `cls(d_model=, n_heads=, head_dim=, max_len=)` plus gin-bound options.
     """
@@ -26,6 +26,3 @@ class Positional(nn.Module):
         """Queries (B, H, N, D) and keys (B, Hkv, N, D) at `positions` -> rotated q, k."""
         return q, k
 
-    def bias(self, positions_q: torch.Tensor, positions_k: torch.Tensor) -> torch.Tensor | None:
-        """An additive attention bias (H, Nq, Nk), or None (ALiBi-style plugins)."""
-        return None

@@ -1,8 +1,10 @@
-"""Built-in NIMA models plugins, registered through the `nima` entry-point group."""
+"""Built-in NIMA model plugins, registered through the `nima` entry-point group."""
 
 from nima import hookimpl
+from nima.models.gpt import GPT
 
 
 @hookimpl
 def nima_register(registry) -> None:
-    """Register the built-in models plugins."""
+    """Register the built-in models (configured in gin by class name: GPT.n_layers = 4)."""
+    registry.model("gpt", GPT, gin_name="GPT")

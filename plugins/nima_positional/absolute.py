@@ -1,0 +1,60 @@
+"""Absolute position embeddings added to the token embeddings: learned, sinusoidal, and none."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from nima.models.positional import Positional
+from nima_positional.rope import check_positions
+
+
+class Learned(Positional):
+    """Learned absolute position embedding (GPT-2), added to the token embeddings."""
+
+    def __init__(self, *, d_model: int = 0, n_heads: int = 0, head_dim: int = 0, max_len: int = 0):
+        super().__init__(d_model=d_model, n_heads=n_heads, head_dim=head_dim, max_len=max_len)
+        self.weight = nn.Parameter(torch.randn(max_len, d_model) * 0.02)  # (max_len, d_model)
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """x (B, N, d_model) + the embedding of positions (N,) or (B, N)."""
+        check_positions(positions, x.shape[0], x.shape[1], "learned")
+        if positions.numel() and (positions.min() < 0 or positions.max() >= self.max_len):
+            raise ValueError(
+                f"positional.learned has embeddings for positions 0..{self.max_len - 1} "
+                f"(max_len={self.max_len}), got positions up to {int(positions.max())} "
+                f"(min {int(positions.min())}). Shorten the sequence, raise the model's context "
+                "length, or use positional.rope or positional.sinusoidal, which extrapolate."
+            )
+        return x + self.weight[positions].to(x.dtype)  # (N or B, N, d_model) broadcasts
+
+
+def sinusoidal_table(positions: torch.Tensor, d_model: int) -> torch.Tensor:
+    """The fixed sin/cos embedding of "Attention Is All You Need": positions.shape + (d_model,)."""
+    if d_model % 2:
+        raise ValueError(f"positional.sinusoidal needs an even d_model, got {d_model}")
+    exponents = torch.arange(0, d_model, 2, device=positions.device, dtype=torch.float32)
+    inv_freq = torch.exp(-math.log(10000.0) * exponents / d_model)  # (d_model/2,)
+    angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., d_model/2)
+    # interleaved: even dims sin, odd dims cos
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+
+
+class Sinusoidal(Positional):
+    """Fixed sinusoidal absolute position embedding, added to the token embeddings."""
+
+    def __init__(self, *, d_model: int = 0, n_heads: int = 0, head_dim: int = 0, max_len: int = 0):
+        super().__init__(d_model=d_model, n_heads=n_heads, head_dim=head_dim, max_len=max_len)
+        if d_model % 2:
+            raise ValueError(f"positional.sinusoidal needs an even d_model, got {d_model}")
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """x (B, N, d_model) + the table at positions (N,) or (B, N); any position works."""
+        check_positions(positions, x.shape[0], x.shape[1], "sinusoidal")
+        return x + sinusoidal_table(positions.to(x.device), self.d_model).to(x.dtype)
+
+
+class NoPositional(Positional):
+    """No positional information (NoPE): the causal mask alone orders the tokens."""

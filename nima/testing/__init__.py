@@ -1,0 +1,1 @@
+"""Conformance kit: parity and benchmark helpers any plugin author can use."""

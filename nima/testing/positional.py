@@ -1,0 +1,145 @@
+"""Conformance check for RoPE implementations: parity with the family's `rope` reference.
+
+    from nima.testing.positional import check_rope_parity
+    errors = check_rope_parity(my_rope.rotate, head_dim=my_rope.head_dim)
+
+The reference is whatever is registered as `positional.rope` (looked up through the registry, so
+the core imports no plugin by name). Each case checks values and gradients of q and k, with GQA
+head counts, odd lengths, strided inputs, decode offsets, per-batch (packed) positions and
+positions beyond the cached table, and that the caller's tensors are left untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+RotateFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+# Both sides compute in fp32 and cast back, so low precision differs by about one output ulp.
+TOLERANCES = {  # dtype: (atol, rtol)
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1.6e-2, 1.6e-2),
+}
+
+
+@dataclass(frozen=True)
+class RopeCase:
+    """One parity case: q (B, H, N, D), k (B, Hkv, N, D) at positions of a given kind."""
+
+    batch: int
+    heads: int
+    kv_heads: int
+    length: int
+    positions: str  # "arange" | "offset" (decoding at a KV-cache offset) | "per_batch" (packed)
+    offset: int = 0
+    strided: bool = False  # q and k as (B, N, H, D) storage viewed as (B, H, N, D)
+
+
+DEFAULT_CASES = (
+    RopeCase(1, 1, 1, 1, "arange"),
+    RopeCase(2, 4, 4, 16, "arange"),
+    RopeCase(2, 6, 2, 33, "offset", offset=57, strided=True),
+    RopeCase(1, 3, 1, 1, "offset", offset=1000),  # one-token decode
+    RopeCase(3, 5, 5, 7, "per_batch", strided=True),
+    RopeCase(2, 7, 1, 13, "offset", offset=5000),  # beyond any small cache: computed on the fly
+)
+
+
+def make_positions(case: RopeCase, generator: torch.Generator) -> torch.Tensor:
+    """Positions (N,) for "arange"/"offset", (B, N) restarting at random points for "per_batch"."""
+    if case.positions == "per_batch":
+        starts = torch.randint(0, 64, (case.batch, 1), generator=generator)
+        return starts + torch.arange(case.length)  # (B, N)
+    return case.offset + torch.arange(case.length)  # (N,)
+
+
+def make_qk(
+    case: RopeCase,
+    head_dim: int,
+    dtype: torch.dtype,
+    device: str | torch.device,
+    generator: torch.Generator,
+    grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random q (B, H, N, D) and k (B, Hkv, N, D), drawn on the CPU: same values on any device."""
+
+    def rand(heads: int) -> torch.Tensor:
+        B, N, D = case.batch, case.length, head_dim
+        if case.strided:  # (B, N, heads, D) storage, as after a fused qkv projection
+            x = torch.randn(B, N, heads, D, generator=generator).transpose(1, 2)
+        else:
+            x = torch.randn(B, heads, N, D, generator=generator)
+        return x.to(device=device, dtype=dtype).requires_grad_(grad)
+
+    return rand(case.heads), rand(case.kv_heads)
+
+
+def _max_errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """Max abs error and max abs error relative to the reference's largest magnitude."""
+    diff = (out.float() - ref.float()).abs().max().item()
+    return diff, diff / max(ref.float().abs().max().item(), 1e-30)
+
+
+def check_rope_parity(
+    rotate_fn: RotateFn,
+    *,
+    head_dim: int = 16,
+    base: float = 10000.0,
+    max_len: int = 64,
+    cases: tuple[RopeCase, ...] = DEFAULT_CASES,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    atol: float | None = None,
+    rtol: float | None = None,
+    grad: bool = True,
+    reference: RotateFn | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Compare `rotate_fn(q, k, positions)` with the reference RoPE; raise AssertionError on a miss.
+
+    The reference defaults to the registered `positional.rope` with the same head_dim, base and
+    max_len, fed the same inputs. Returns the worst absolute and relative errors seen.
+    """
+    if reference is None:
+        import nima
+
+        rope = nima.get("positional", "rope")(head_dim=head_dim, max_len=max_len, base=base)
+        reference = rope.to(device).rotate
+    atol = TOLERANCES[dtype][0] if atol is None else atol
+    rtol = TOLERANCES[dtype][1] if rtol is None else rtol
+    worst = {"max_abs": 0.0, "max_rel": 0.0}
+    for i, case in enumerate(cases):
+        g = torch.Generator().manual_seed(seed + i)
+        label = f"case {case} (seed {seed + i}, dtype {dtype})"
+        q, k = make_qk(case, head_dim, dtype, device, g, grad)
+        positions = make_positions(case, g).to(device)
+        q_before, k_before = q.detach().clone(), k.detach().clone()
+        out = rotate_fn(q, k, positions)
+        ref = reference(q, k, positions)
+        assert torch.equal(q.detach(), q_before) and torch.equal(k.detach(), k_before), (
+            f"{label}: the implementation wrote into its input q or k"
+        )
+        pairs = list(zip(("q", "k"), out, ref, strict=True))
+        if grad:
+            upstream = [
+                torch.randn(t.shape, generator=g).to(device=device, dtype=dtype) for t in ref
+            ]
+            got = torch.autograd.grad(out, (q, k), upstream)
+            want = torch.autograd.grad(ref, (q, k), upstream)
+            pairs += list(zip(("dq", "dk"), got, want, strict=True))
+        for name, a, b in pairs:
+            where = f"{label}, {name}"
+            assert a.shape == b.shape and a.dtype == b.dtype, (
+                f"{where}: got {a.dtype} {tuple(a.shape)}, expected {b.dtype} {tuple(b.shape)}"
+            )
+            abs_err, rel_err = _max_errors(a, b)
+            worst["max_abs"] = max(worst["max_abs"], abs_err)
+            worst["max_rel"] = max(worst["max_rel"], rel_err)
+            torch.testing.assert_close(
+                a, b, atol=atol, rtol=rtol, msg=lambda m, where=where: f"{where}: {m}"
+            )
+    return worst

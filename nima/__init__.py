@@ -1,8 +1,8 @@
 """NIMA: build, train and study GPT-style language models; every interchangeable part is a plugin.
 
-    import nima
-    attn = nima.get("attention", "sdpa")()      # build an instance with its defaults
-    nima.plugins("positional")                  # list registered entries
+import nima
+attn = nima.get("attention", "sdpa")()      # build an instance with its defaults
+nima.plugins("positional")                  # list registered entries
 """
 
 from __future__ import annotations

@@ -111,7 +111,9 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            raise UnknownPluginError(unknown_name_message(self.family, name, self.names())) from None
+            raise UnknownPluginError(
+                unknown_name_message(self.family, name, self.names())
+            ) from None
 
     def get(self, name: str) -> Any:
         return self.entry(name).obj

@@ -1,7 +1,7 @@
 """GPT: a decoder-only transformer whose attention kernel and positional encoding are plugins.
 
-    idx (B, N) -> token embedding -> positional.embed -> n_layers x Block -> norm -> lm_head
-    Block: x + attn(norm(x)), then x + mlp(norm(x))          (pre-norm, as GPT-2)
+idx (B, N) -> token embedding -> positional.embed -> n_layers x Block -> norm -> lm_head
+Block: x + attn(norm(x)), then x + mlp(norm(x))          (pre-norm, as GPT-2)
 """
 
 from __future__ import annotations

@@ -14,7 +14,12 @@ class Positional(nn.Module):
 
     def __init__(self, *, d_model: int = 0, n_heads: int = 0, head_dim: int = 0, max_len: int = 0):
         super().__init__()
-        self.d_model, self.n_heads, self.head_dim, self.max_len = d_model, n_heads, head_dim, max_len
+        self.d_model, self.n_heads, self.head_dim, self.max_len = (
+            d_model,
+            n_heads,
+            head_dim,
+            max_len,
+        )
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token embeddings (B, N, d_model) -> (B, N, d_model). Positions (N,) or (B, N)."""
@@ -25,4 +30,3 @@ class Positional(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Queries (B, H, N, D) and keys (B, Hkv, N, D) at `positions` -> rotated q, k."""
         return q, k
-

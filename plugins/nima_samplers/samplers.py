@@ -54,5 +54,7 @@ class Greedy:
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
 
-    def select(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def select(
+        self, logits: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return logits.argmax(dim=-1)  # (B,)

@@ -1,0 +1,143 @@
+"""The `nima` command: run | plugins | generate | bench | data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nima.errors import NimaError
+from nima.hooks import PluginSystem, reset
+
+
+def _plugin_system(args: argparse.Namespace) -> PluginSystem:
+    disabled = {p.strip() for p in (args.disable_plugins or "").split(",") if p.strip()}
+    system = reset(disabled=disabled)
+    for failure in system.failures:
+        print(f"warning: {failure}", file=sys.stderr)
+    return system
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nima.train.run import run_experiment
+
+    summary = run_experiment(
+        args.config,
+        args.bind,
+        _plugin_system(args),
+        run_dir=args.run_dir,
+        device_name=args.device,
+        show_progress=not args.no_progress,
+    )
+    print("\n--- sample ---")
+    print(summary["sample"])
+    print("---")
+    scope = "whole validation split" if summary["final_eval"] == "full" else "eval batches"
+    print(
+        f"best val loss: {summary['final_val_loss']:.4f} ({scope}, checkpoint of step "
+        f"{summary['best_step']})"
+    )
+    print(
+        f"steps {summary['steps']}, wall {summary['wall_s']:.1f}s, "
+        f"{summary['tokens_per_s']:,.0f} tokens/s, run dir {summary['run_dir']}"
+    )
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    system = _plugin_system(args)
+    entries = system.registries.entries(args.family)
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("family", "name", "package", "description")
+    for e in entries:
+        table.add_row(e.family, e.name, e.package, e.description)
+    Console().print(table)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from nima.generate.from_run import generate_from_run
+
+    print(
+        generate_from_run(
+            args.run_dir,
+            args.prompt,
+            args.max_new_tokens,
+            _plugin_system(args),
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            greedy=args.greedy,
+            seed=args.seed,
+            device_name=args.device,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nima", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument(
+        "--disable-plugins",
+        metavar="PKG,PKG",
+        help="plugin packages not to load (also NIMA_DISABLE_PLUGINS)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="train as a gin file says")
+    run.add_argument("config", nargs="+", help="gin file(s), e.g. experiments/gpt.gin")
+    run.add_argument(
+        "--bind",
+        action="append",
+        default=[],
+        metavar="'A.b = v'",
+        help="override a gin binding (repeatable)",
+    )
+    run.add_argument("--run-dir", type=Path, help="default: runs/<experiment>-<timestamp>")
+    run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
+    run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.set_defaults(func=cmd_run)
+
+    plugins = sub.add_parser("plugins", parents=[common], help="list registered plugins")
+    plugins.add_argument("--json", action="store_true", help="a JSON list of entries")
+    plugins.add_argument("--family", help="only this family")
+    plugins.set_defaults(func=cmd_plugins)
+
+    gen = sub.add_parser("generate", parents=[common], help="sample from a run's best checkpoint")
+    gen.add_argument("run_dir", type=Path)
+    gen.add_argument("--prompt", default="\n")
+    gen.add_argument("--max-new-tokens", type=int, default=200)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--greedy", action="store_true")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--device")
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NimaError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

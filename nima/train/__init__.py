@@ -1,0 +1,1 @@
+"""Training: settings (the gin `train` configurable), the loop, checkpoints, run directories."""

@@ -1,0 +1,38 @@
+"""The built-in metrics file: trainer events appended to metrics.jsonl, one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nima.hookspecs import hookimpl
+
+
+class MetricsFile:
+    """Writes {"step": ..., <fields present at that step>} lines, flushed as they come."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "a")
+
+    def _write(self, step: int, metrics: dict[str, Any]) -> None:
+        self._file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._file.flush()
+
+    @hookimpl
+    def nima_train_step(self, run: Any, step: int, metrics: dict[str, float]) -> None:
+        self._write(step, metrics)
+
+    @hookimpl
+    def nima_evaluate(self, run: Any, step: int, metrics: dict[str, float]) -> None:
+        self._write(step, metrics)
+
+    @hookimpl
+    def nima_train_end(self, run: Any, summary: dict[str, Any]) -> None:
+        self._file.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,190 @@
+"""The training loop: random windows of the train split, AdamW + schedule, clipping, periodic
+eval on fixed batches, best/last checkpoints, and events out as pluggy hooks."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nima.capabilities import require
+from nima.hooks import PluginSystem
+from nima.train import checkpoint
+from nima.train.settings import TrainSettings
+
+
+@dataclass
+class Run:
+    """What hooks see of a run."""
+
+    settings: TrainSettings
+    run_dir: Path
+    device: torch.device
+    model: torch.nn.Module
+    total_steps: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def check_model_plugins(model: torch.nn.Module, system: PluginSystem, device: torch.device) -> None:
+    """Fail before training if the attention plugin lacks what this run needs."""
+    attention = getattr(model, "attention", None)
+    registry = system.registries["attention"]
+    entry = registry.find(attention) if attention is not None else None
+    if entry is not None:
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        require(
+            registry,
+            entry,
+            backward=True,
+            device=device.type,
+            dtype=dtype,
+            head_dim=getattr(model, "head_dim", None),
+        )
+
+
+class Batches:
+    """Random (x, y) windows of one split, from a seeded generator (repeatable on CPU)."""
+
+    def __init__(self, ids: np.ndarray, context: int, batch_size: int, seed: int, device):
+        if len(ids) <= context + 1:
+            raise ValueError(f"a split of {len(ids)} tokens is too short for context {context}")
+        self.data = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+        self.context, self.batch_size, self.device = context, batch_size, device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def offsets(self, n: int) -> torch.Tensor:
+        return torch.randint(len(self.data) - self.context - 1, (n,), generator=self.generator)
+
+    def take(self, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        window = torch.arange(self.context + 1)
+        chunk = self.data[offsets[:, None] + window]  # (B, context + 1)
+        return chunk[:, :-1].to(self.device), chunk[:, 1:].to(self.device)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.take(self.offsets(self.batch_size))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean cross-entropy over `batches`, weighted by target count."""
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in batches:
+        _, loss = model(x, y)
+        total += loss.item() * y.numel()
+        count += y.numel()
+    model.train()
+    return total / count
+
+
+def full_split_batches(ids: np.ndarray, context: int, batch_size: int, device) -> list:
+    """The whole split as consecutive windows (every token predicted once), batched."""
+    data = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+    n = (len(data) - 1) // context
+    x = data[: n * context].view(n, context)
+    y = data[1 : n * context + 1].view(n, context)
+    batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size)]
+    tail = len(data) - 1 - n * context  # the last partial window
+    if tail > 0:
+        batches.append((data[n * context : -1][None], data[n * context + 1 :][None]))
+    return [(bx.to(device), by.to(device)) for bx, by in batches]
+
+
+class Trainer:
+    """Trains `model` on prepared token splits as `settings` say; writes into `run_dir`."""
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        model,
+        splits: dict[str, np.ndarray],
+        run_dir: Path,
+        device: torch.device,
+        system: PluginSystem,
+        checkpoint_meta: dict,
+    ):
+        self.s, self.model, self.splits = settings, model, splits
+        self.run_dir, self.device, self.system = run_dir, device, system
+        self.checkpoint_meta = checkpoint_meta
+        self.optimizer = settings.optimizer(model)
+        self.scheduler = settings.scheduler(self.optimizer, settings.steps)
+        context = model.context_length
+        self.train_batches = Batches(
+            splits["train"], context, settings.batch_size, settings.seed, device
+        )
+        val = Batches(splits["val"], context, settings.batch_size, settings.seed + 1, device)
+        self.eval_set = [
+            val.next() for _ in range(settings.eval_batches)
+        ]  # fixed for the whole run
+        self.run = Run(settings, run_dir, device, model, settings.steps)
+
+    def _checkpoint(self, name: str, step: int, val_loss: float) -> None:
+        meta = {**self.checkpoint_meta, "step": step, "val_loss": val_loss}
+        checkpoint.save(self.model, self.run_dir / "checkpoints" / name, meta)
+
+    def fit(self) -> dict[str, Any]:
+        s, hook, model = self.s, self.system.hook, self.model
+        model.train()
+        hook.nima_train_start(run=self.run)
+        best, best_step, step = math.inf, 0, 0
+        tokens_per_step = s.batch_size * model.context_length
+        start = last_log = time.perf_counter()
+        try:
+            for step in range(1, s.steps + 1):
+                x, y = self.train_batches.next()
+                _, loss = model(x, y)
+                loss.backward()
+                if s.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                if step % s.log_interval == 0 or step == s.steps:
+                    now = time.perf_counter()
+                    steps_done = step % s.log_interval or s.log_interval
+                    metrics = {
+                        "train_loss": loss.item(),
+                        "lr": lr,
+                        "tokens_per_s": tokens_per_step * steps_done / (now - last_log),
+                    }
+                    last_log = now
+                    hook.nima_train_step(run=self.run, step=step, metrics=metrics)
+                if step % s.eval_interval == 0 or step == s.steps:
+                    val_loss = evaluate(model, self.eval_set)
+                    is_best = val_loss < best
+                    if is_best:
+                        best, best_step = val_loss, step
+                        self._checkpoint("best", step, val_loss)
+                    self._checkpoint("last", step, val_loss)
+                    hook.nima_evaluate(run=self.run, step=step, metrics={"val_loss": val_loss})
+                    last_log = time.perf_counter()  # eval time is not training throughput
+        except KeyboardInterrupt:
+            self.run.summary["interrupted"] = True
+        wall = time.perf_counter() - start
+        self.run.summary.update(
+            steps=step,
+            best_step=best_step,
+            best_val_loss=best,
+            wall_s=wall,
+            tokens_per_s=tokens_per_step * step / wall if wall else 0.0,
+        )
+        return self.run.summary
+
+    def final_evaluation(self) -> float:
+        """Loss of the best checkpoint over the whole validation split (or the fixed batches)."""
+        best = self.run_dir / "checkpoints" / "best"
+        if best.with_suffix(".safetensors").exists():
+            checkpoint.load(self.model, best)
+        if self.s.final_eval == "full":
+            batches = full_split_batches(
+                self.splits["val"], self.model.context_length, self.s.batch_size * 4, self.device
+            )
+        else:
+            batches = self.eval_set
+        return evaluate(self.model, batches)

@@ -1,0 +1,205 @@
+"""Positional plugins: RoPE geometry (norms, relative offsets, decode offsets) and absolute ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nima_positional.rope import RoPE, apply_rope, rope_cos_sin
+
+import nima
+from nima.models.positional import Positional
+from nima.testing.positional import check_rope_parity
+
+SIZES = dict(d_model=32, n_heads=4, head_dim=8, max_len=16)
+
+
+def rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", ["none", "learned", "sinusoidal", "rope", "rope_triton"])
+def test_each_plugin_is_selectable_through_the_registry(name):
+    cls = nima.get("positional", name)
+    module = cls(**SIZES)
+    assert isinstance(module, Positional)
+    assert nima.entry("positional", name).package == "nima"
+
+
+def test_rope_triton_declares_where_it_runs():
+    devices = nima.entry("positional", "rope_triton").capabilities["devices"]
+    assert "cuda" in devices
+    assert nima.entry("positional", "rope").capabilities["devices"] is None  # anywhere
+
+
+# --- RoPE ---------------------------------------------------------------------------------
+
+
+def test_rope_preserves_norms():
+    rope = RoPE(head_dim=16, max_len=64)
+    q, k = rand(2, 4, 50, 16, seed=1), rand(2, 2, 50, 16, seed=2)
+    positions = torch.arange(50) + 7
+    q_rot, k_rot = rope.rotate(q, k, positions)
+    torch.testing.assert_close(q_rot.norm(dim=-1), q.norm(dim=-1))
+    torch.testing.assert_close(k_rot.norm(dim=-1), k.norm(dim=-1))
+    assert not torch.allclose(q_rot, q)  # it did rotate
+
+
+@pytest.mark.parametrize("shift", [1, 5, 100, 1000])
+def test_rope_scores_depend_only_on_relative_offset(shift):
+    # q at positions pq, k at positions pk; shifting both by `shift` keeps every q.k score.
+    D = 32
+    q, k = rand(1, 3, 12, D, seed=3), rand(1, 3, 12, D, seed=4)
+    pq = torch.randint(0, 40, (12,), generator=torch.Generator().manual_seed(5))
+    pk = torch.randint(0, 40, (12,), generator=torch.Generator().manual_seed(6))
+
+    def scores(offset: int) -> torch.Tensor:
+        q_rot = apply_rope(q, *rope_cos_sin(pq + offset, D))
+        k_rot = apply_rope(k, *rope_cos_sin(pk + offset, D))
+        return q_rot @ k_rot.transpose(-1, -2)  # (1, 3, 12, 12)
+
+    base = scores(0)
+    # fp32 angles carry an error of about (shift * 6e-8) rad, so the tolerance grows with the shift
+    torch.testing.assert_close(scores(shift), base, atol=2e-5 + shift * 5e-7, rtol=0)
+    assert not torch.allclose(base, q @ k.transpose(-1, -2), atol=1e-2)  # scores did change
+
+
+def test_rope_with_positions_equals_the_sliced_sequence():
+    rope = RoPE(head_dim=16, max_len=32)
+    q, k = rand(2, 4, 20, 16, seed=7), rand(2, 1, 20, 16, seed=8)
+    q_full, k_full = rope.rotate(q, k, torch.arange(20))
+    # prefill chunk and single-token decode at a KV-cache offset
+    for start in (15, 19):
+        q_tail, k_tail = rope.rotate(q[:, :, start:], k[:, :, start:], torch.arange(start, 20))
+        torch.testing.assert_close(q_tail, q_full[:, :, start:], atol=0, rtol=0)
+        torch.testing.assert_close(k_tail, k_full[:, :, start:], atol=0, rtol=0)
+
+
+def test_rope_per_batch_positions_match_per_row_rope():
+    # packed sequences: each row restarts its positions somewhere else
+    rope = RoPE(head_dim=8, max_len=32)
+    q, k = rand(3, 2, 6, 8, seed=9), rand(3, 2, 6, 8, seed=10)
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2], [5, 6, 7, 8, 9, 10], [0, 1, 2, 3, 0, 1]])
+    q_rot, k_rot = rope.rotate(q, k, positions)
+    for b in range(3):
+        q_b, k_b = rope.rotate(q[b : b + 1], k[b : b + 1], positions[b])
+        torch.testing.assert_close(q_rot[b : b + 1], q_b, atol=0, rtol=0)
+        torch.testing.assert_close(k_rot[b : b + 1], k_b, atol=0, rtol=0)
+
+
+def test_rope_beyond_the_cache_is_computed_on_the_fly():
+    short, long = RoPE(head_dim=8, max_len=4), RoPE(head_dim=8, max_len=64)
+    q, k = rand(1, 2, 40, 8, seed=11), rand(1, 2, 40, 8, seed=12)
+    positions = torch.arange(40) + 10
+    for a, b in zip(short.rotate(q, k, positions), long.rotate(q, k, positions), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert "cos_cached" in dict(short.named_buffers()) and not short.state_dict()  # not saved
+
+
+def test_rope_matches_float64_math():
+    # the fp32 reference against the exact rotation computed in float64
+    D, base = 16, 10000.0
+    x, positions = rand(2, 3, 30, D, seed=13), torch.arange(30) * 3
+    angles = positions.double()[:, None] * base ** (-torch.arange(0, D, 2).double() / D)
+    x1, x2 = x.double().chunk(2, -1)
+    exact = torch.cat(
+        (x1 * angles.cos() - x2 * angles.sin(), x2 * angles.cos() + x1 * angles.sin()), -1
+    )
+    torch.testing.assert_close(apply_rope(x, *rope_cos_sin(positions, D, base)).double(), exact,
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rope_low_precision_is_fp32_math_cast_back(dtype):
+    rope = RoPE(head_dim=8, max_len=16)
+    q = rand(1, 2, 5, 8, seed=14).to(dtype)
+    q_rot, k_rot = rope.rotate(q, q, torch.arange(5))
+    assert q_rot.dtype == dtype
+    q32, _ = rope.rotate(q.float(), q.float(), torch.arange(5))
+    torch.testing.assert_close(q_rot, q32.to(dtype), atol=0, rtol=0)
+
+
+def test_rope_base_changes_the_angles():
+    a, b = RoPE(head_dim=8, max_len=8), RoPE(head_dim=8, max_len=8, base=500.0)
+    assert b.base == 500.0 and not torch.allclose(a.cos_cached, b.cos_cached)
+
+
+def test_rope_bad_inputs():
+    with pytest.raises(ValueError, match="even head_dim"):
+        RoPE(head_dim=7, max_len=8)
+    rope = RoPE(head_dim=8, max_len=8)
+    q = rand(2, 2, 5, 8)
+    with pytest.raises(ValueError, match="positions of shape"):
+        rope.rotate(q, q, torch.arange(4))
+    with pytest.raises(TypeError, match="integers"):
+        rope.rotate(q, q, torch.arange(5.0))
+
+
+def test_parity_check_accepts_rope_and_catches_wrong_implementations():
+    rope = RoPE(head_dim=16, max_len=64)
+    assert check_rope_parity(rope.rotate, head_dim=16)["max_abs"] == 0.0
+
+    def interleaved(q, k, positions):  # GPT-J layout: pairs (0, 1), (2, 3), ... instead of halves
+        perm = torch.arange(16).view(2, 8).t().flatten()
+        q_rot, k_rot = rope.rotate(q[..., perm], k[..., perm], positions)
+        return q_rot[..., perm.argsort()], k_rot[..., perm.argsort()]
+
+    with pytest.raises(AssertionError):
+        check_rope_parity(interleaved, head_dim=16, grad=False)
+
+    def in_place(q, k, positions):
+        q_rot, k_rot = rope.rotate(q, k, positions)
+        q.data.copy_(q_rot.detach())
+        return q_rot, k_rot
+
+    with pytest.raises(AssertionError, match="wrote into its input"):
+        check_rope_parity(in_place, head_dim=16, grad=False)
+
+
+# --- absolute embeddings --------------------------------------------------------------------
+
+
+def test_learned_adds_a_trainable_embedding():
+    learned = nima.get("positional", "learned")(**SIZES)
+    assert learned.weight.shape == (16, 32)
+    assert 0.015 < learned.weight.std().item() < 0.025  # GPT-2 init, std 0.02
+    x = rand(2, 10, 32)
+    out = learned.embed(x, torch.arange(10))
+    assert out.shape == x.shape
+    torch.testing.assert_close(out - x, learned.weight[:10].expand(2, 10, 32))
+    per_batch = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [6, 7, 8, 9, 10, 11, 12, 13, 14, 15]])
+    torch.testing.assert_close(learned.embed(x, per_batch)[1] - x[1], learned.weight[6:16])
+    out.sum().backward()
+    assert learned.weight.grad is not None and learned.weight.grad[:10].abs().sum() > 0
+
+
+def test_learned_rejects_positions_beyond_max_len():
+    learned = nima.get("positional", "learned")(**SIZES)
+    with pytest.raises(ValueError, match="max_len=16"):
+        learned.embed(rand(1, 17, 32), torch.arange(17))
+    with pytest.raises(ValueError, match="max_len=16"):
+        learned.embed(rand(1, 1, 32), torch.tensor([16]))  # decoding one step too far
+    with pytest.raises(ValueError, match="positions of shape"):
+        learned.embed(rand(1, 4, 32), torch.arange(5))
+
+
+def test_sinusoidal_values_shape_and_extrapolation():
+    sinusoidal = nima.get("positional", "sinusoidal")(**SIZES)
+    assert not list(sinusoidal.parameters())  # fixed
+    x = torch.zeros(2, 40, 32)  # longer than max_len: a fixed table extrapolates
+    pe = sinusoidal.embed(x, torch.arange(40))
+    assert pe.shape == (2, 40, 32)
+    torch.testing.assert_close(pe[0, 0], torch.tensor([0.0, 1.0] * 16))  # sin 0, cos 0
+    assert pe[0, 3, 0].item() == pytest.approx(torch.sin(torch.tensor(3.0)).item())
+    assert pe[0, 3, 1].item() == pytest.approx(torch.cos(torch.tensor(3.0)).item())
+    per_batch = torch.stack([torch.arange(40), torch.arange(40) + 5])  # (B, N)
+    torch.testing.assert_close(sinusoidal.embed(x, per_batch)[1, :35], pe[0, 5:])
+    with pytest.raises(ValueError, match="even d_model"):
+        nima.get("positional", "sinusoidal")(d_model=31, n_heads=1, head_dim=31, max_len=8)
+
+
+def test_none_is_the_identity():
+    none = nima.get("positional", "none")(**SIZES)
+    x, q, k = rand(2, 5, 32), rand(2, 4, 5, 8), rand(2, 2, 5, 8)
+    positions = torch.arange(5)
+    assert none.embed(x, positions) is x
+    assert none.rotate(q, k, positions) == (q, k)

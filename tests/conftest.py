@@ -1,0 +1,31 @@
+"""Shared test setup."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Token caches and downloads of the test session go to a temporary folder, not ~/.cache."""
+    old = os.environ.get("NIMA_CACHE_DIR")
+    os.environ["NIMA_CACHE_DIR"] = str(tmp_path_factory.mktemp("nima-cache"))
+    yield
+    if old is None:
+        os.environ.pop("NIMA_CACHE_DIR", None)
+    else:
+        os.environ["NIMA_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def shakespeare_file() -> Path:
+    """The real Tiny Shakespeare file from $NIMA_DATA_DIR (skips, naming it, when unset)."""
+    data_dir = os.environ.get("NIMA_DATA_DIR")
+    if not data_dir:
+        pytest.skip("set NIMA_DATA_DIR to the folder holding tinyshakespeare.txt to run this test")
+    path = Path(data_dir) / "tinyshakespeare.txt"
+    assert path.is_file(), f"NIMA_DATA_DIR={data_dir} but {path} does not exist"
+    return path

@@ -1,0 +1,527 @@
+"""attention.triton kernels: FlashAttention-2-style fused attention, forward and backward.
+
+One op, as Liger-Kernel lays it out: the Triton kernels and the autograd Function live here;
+the plugin class is `nima_attention.triton_plugin.TritonAttention`, the parity tests are
+tests/test_triton_attention.py and the benchmark benchmarks/bench_attention.py.
+
+- Forward: online softmax over key blocks; the (Nq, Nk) score matrix never exists. The row
+  log-sum-exp (base 2, of the scaled scores) is saved for the backward pass.
+- Backward: FlashAttention-2's two passes. One program per key block computes dK and dV (for a
+  GQA group it loops over the group's query heads itself, so repeated K/V are never
+  materialised and nothing is accumulated across programs); another per query block computes
+  dQ. No atomics: the gradients are bitwise deterministic.
+- Masks: causal aligned bottom-right (query i sees key j <= i + Nk - Nq), bool key padding,
+  tails of any length. Blocks wholly visible skip the mask; a query with no visible key gets
+  output 0 and log-sum-exp +inf, so its probabilities (and gradients) are exactly 0.
+- Head dims: the kernels work on BLOCK_D = max(16, next power of two) columns and mask the
+  rest, so any D <= 256 works; 16/32/64/128 waste nothing.
+- Precision: fp32/fp16/bf16 inputs, fp32 accumulation. fp32 dots are IEEE unless tf32 is
+  allowed. Under TRITON_INTERPRET=1 (CPU tensors) one fixed config runs; on CUDA each kernel is
+  autotuned. TRITON_INTERPRET must be set before this module (and triton) is first imported.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import nullcontext
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+LOG2E = 1.4426950408889634
+MAX_HEAD_DIM = 256
+
+# Tests set this to fill every output buffer with NaN before a kernel runs, so an element a
+# kernel forgets to write fails the parity check instead of passing on leftover memory.
+POISON_OUTPUTS = False
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype, device=device)
+    return out.fill_(float("nan")) if POISON_OUTPUTS else out
+
+
+def _configs(
+    interpret: dict[str, int], cuda: list[tuple[int, int, int, int]]
+) -> list[triton.Config]:
+    """One fixed config under the interpreter (autotune needs a GPU); a sweep on CUDA."""
+    if INTERPRET:
+        return [triton.Config(interpret, num_warps=4, num_stages=1)]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn, w, s in cuda
+    ]
+
+
+_FWD_CONFIGS = _configs(
+    {"BLOCK_M": 32, "BLOCK_N": 16},
+    [(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) if bn <= bm
+     for w in (4, 8) for s in (2, 3, 4)],
+)  # fmt: skip
+_BWD_KV_CONFIGS = _configs(
+    {"BLOCK_M": 16, "BLOCK_N": 32},
+    [(bm, bn, w, s) for bm in (32, 64) for bn in (64, 128) for w in (4, 8) for s in (2, 3)],
+)
+_BWD_Q_CONFIGS = _configs(
+    {"BLOCK_M": 32, "BLOCK_N": 16},
+    [(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64) for w in (4, 8) for s in (2, 3)],
+)
+_KEY = ["N_Q", "N_K", "HEAD_DIM", "CAUSAL", "HAS_MASK"]
+
+
+@triton.jit
+def _visible(
+    offs_m, offs_n, keep, N_Q, N_K,
+    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, MASKED: tl.constexpr,
+):  # fmt: skip
+    """(BLOCK_M, BLOCK_N) bool: query offs_m may attend key offs_n. keep: padding (BLOCK_N,)."""
+    ok = offs_n[None, :] >= 0  # all True, in the (BLOCK_M, BLOCK_N) shape
+    if MASKED:
+        ok = ok & (offs_n[None, :] < N_K)
+        if CAUSAL:
+            ok = ok & (offs_n[None, :] <= offs_m[:, None] + (N_K - N_Q))
+    if HAS_MASK:
+        ok = ok & keep[None, :]
+    return ok
+
+
+@triton.jit
+def _fwd_inner(
+    acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d,
+    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, N_Q, N_K, lo, hi,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < N_K
+        d_ok = offs_d < HEAD_DIM
+        kt = tl.load(  # (BLOCK_D, BLOCK_N): K transposed
+            k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+            mask=n_ok[None, :] & d_ok[:, None], other=0.0,
+        )  # fmt: skip
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
+        keep = n_ok
+        if HAS_MASK:
+            keep = tl.load(mask_base + offs_n, mask=n_ok, other=0) != 0
+        if MASKED or HAS_MASK:
+            ok = _visible(offs_m, offs_n, keep, N_Q, N_K, CAUSAL, HAS_MASK, MASKED)
+            s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(
+            v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+            mask=n_ok[:, None] & d_ok[None, :], other=0.0,
+        )  # fmt: skip
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=_FWD_CONFIGS, key=_KEY)
+@triton.jit
+def _attn_fwd(
+    Q, K, V, OUT, LSE, MASK,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_mb, H, GROUP, N_Q, N_K, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid (Nq blocks, B*H): O = softmax(Q K^T * scale) V for one query block of one head."""
+    start_m = tl.program_id(0) * BLOCK_M
+    b = tl.program_id(1) // H
+    h = tl.program_id(1) % H
+    kv_h = h // GROUP
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_DIM
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+        mask=m_ok[:, None] & d_ok[None, :], other=0.0,
+    )  # fmt: skip
+    k_base = K + b * stride_kb + kv_h * stride_kh
+    v_base = V + b * stride_vb + kv_h * stride_vh
+    mask_base = MASK + b * stride_mb
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    # Keys [0, full) are visible to every query of the block (no causal/tail mask needed);
+    # keys [full, hi) need the mask; keys >= hi are hidden from the whole block (causal).
+    hi = N_K
+    full = N_K
+    if CAUSAL:
+        hi = tl.maximum(tl.minimum(start_m + BLOCK_M + N_K - N_Q, N_K), 0)
+        full = tl.maximum(tl.minimum(start_m + 1 + N_K - N_Q, N_K), 0)
+    full = (full // BLOCK_N) * BLOCK_N
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d,
+        stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, N_Q, N_K, 0, full,
+        HEAD_DIM, BLOCK_N, CAUSAL, HAS_MASK, False, PRECISION,
+    )  # fmt: skip
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d,
+        stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, N_Q, N_K, full, hi,
+        HEAD_DIM, BLOCK_N, CAUSAL, HAS_MASK, True, PRECISION,
+    )  # fmt: skip
+
+    has_key = l_i > 0.0
+    l_safe = tl.where(has_key, l_i, 1.0)
+    out = acc / l_safe[:, None]  # rows with no visible key: acc == 0, so out == 0
+    lse = tl.where(has_key, m_i + tl.log2(l_safe), float("inf"))  # +inf: p = 2^(s - lse) = 0
+    tl.store(
+        OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+        out.to(OUT.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :],
+    )  # fmt: skip
+    tl.store(LSE + tl.program_id(1) * N_Q + offs_m, lse, mask=m_ok)
+
+
+@triton.jit
+def _attn_bwd_delta(
+    OUT, DO, DELTA,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    H, N_Q, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """Grid (Nq blocks, B*H): Delta_i = sum_d dO_id * O_id, the softmax-backward row term."""
+    b = tl.program_id(1) // H
+    h = tl.program_id(1) % H
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    ok = (offs_m[:, None] < N_Q) & (offs_d[None, :] < HEAD_DIM)
+    o = tl.load(
+        OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+        mask=ok, other=0.0,
+    )  # fmt: skip
+    do = tl.load(
+        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don
+        + offs_d[None, :] * stride_dod,
+        mask=ok, other=0.0,
+    )  # fmt: skip
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + tl.program_id(1) * N_Q + offs_m, delta, mask=offs_m < N_Q)
+
+
+@triton.jit
+def _bwd_kv_inner(
+    dk, dv, k, v, q_base, do_base, lse_base, delta_base, offs_n, offs_d, keep,
+    stride_qn, stride_qd, stride_don, stride_dod, qk_scale, N_Q, N_K, lo, hi,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    d_ok = offs_d < HEAD_DIM
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < N_Q
+        q = tl.load(
+            q_base + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+            mask=m_ok[:, None] & d_ok[None, :], other=0.0,
+        )  # fmt: skip
+        do = tl.load(
+            do_base + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
+            mask=m_ok[:, None] & d_ok[None, :], other=0.0,
+        )  # fmt: skip
+        # Queries past Nq: lse = +inf makes their probabilities exactly 0.
+        lse = tl.load(lse_base + offs_m, mask=m_ok, other=float("inf"))
+        delta = tl.load(delta_base + offs_m, mask=m_ok, other=0.0)
+        st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+        pt = tl.exp2(st - lse[None, :])
+        if MASKED or HAS_MASK:
+            ok = tl.trans(_visible(offs_m, offs_n, keep, N_Q, N_K, CAUSAL, HAS_MASK, MASKED))
+            pt = tl.where(ok, pt, 0.0)
+        dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        dst = pt * (dpt - delta[None, :])
+        dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.autotune(configs=_BWD_KV_CONFIGS, key=_KEY)
+@triton.jit
+def _attn_bwd_dkdv(
+    Q, K, V, DO, LSE, DELTA, DK, DV, MASK,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_mb, H, H_KV, GROUP, N_Q, N_K, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid (Nk blocks, B*Hkv): dK, dV of one key block, summed over its GQA group's heads."""
+    start_n = tl.program_id(0) * BLOCK_N
+    b = tl.program_id(1) // H_KV
+    kv_h = tl.program_id(1) % H_KV
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_ok = offs_n < N_K
+    nd_ok = n_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+    k = tl.load(
+        K + b * stride_kb + kv_h * stride_kh + offs_n[:, None] * stride_kn
+        + offs_d[None, :] * stride_kd,
+        mask=nd_ok, other=0.0,
+    )  # fmt: skip
+    v = tl.load(
+        V + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vn
+        + offs_d[None, :] * stride_vd,
+        mask=nd_ok, other=0.0,
+    )  # fmt: skip
+    keep = n_ok
+    if HAS_MASK:
+        keep = tl.load(MASK + b * stride_mb + offs_n, mask=n_ok, other=0) != 0
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    # Queries [lo, full) need the causal mask; queries [full, Nq) see every key of the block;
+    # queries < lo see none of it. Keys past Nk need no mask here: their rows of dK and dV
+    # are never stored, and each row depends on its own key only.
+    lo = 0
+    full = 0
+    if CAUSAL:
+        lo = tl.maximum(tl.minimum(start_n - (N_K - N_Q), N_Q), 0)
+        lo = (lo // BLOCK_M) * BLOCK_M
+        full = tl.maximum(tl.minimum(start_n + BLOCK_N - 1 - (N_K - N_Q), N_Q), 0)
+        full = tl.cdiv(full, BLOCK_M) * BLOCK_M
+    for g in range(GROUP):
+        bh = b * H + kv_h * GROUP + g
+        h = kv_h * GROUP + g
+        q_base = Q + b * stride_qb + h * stride_qh
+        do_base = DO + b * stride_dob + h * stride_doh
+        dk, dv = _bwd_kv_inner(
+            dk, dv, k, v, q_base, do_base, LSE + bh * N_Q, DELTA + bh * N_Q, offs_n, offs_d,
+            keep, stride_qn, stride_qd, stride_don, stride_dod, qk_scale, N_Q, N_K, lo, full,
+            HEAD_DIM, BLOCK_M, CAUSAL, HAS_MASK, True, PRECISION,
+        )  # fmt: skip
+        dk, dv = _bwd_kv_inner(
+            dk, dv, k, v, q_base, do_base, LSE + bh * N_Q, DELTA + bh * N_Q, offs_n, offs_d,
+            keep, stride_qn, stride_qd, stride_don, stride_dod, qk_scale, N_Q, N_K, full, N_Q,
+            HEAD_DIM, BLOCK_M, CAUSAL, HAS_MASK, False, PRECISION,
+        )  # fmt: skip
+    out = DK + b * stride_dkb + kv_h * stride_dkh + offs_n[:, None] * stride_dkn
+    tl.store(out + offs_d[None, :] * stride_dkd, (dk * scale).to(DK.dtype.element_ty), mask=nd_ok)
+    out = DV + b * stride_dkb + kv_h * stride_dkh + offs_n[:, None] * stride_dkn
+    tl.store(out + offs_d[None, :] * stride_dkd, dv.to(DV.dtype.element_ty), mask=nd_ok)
+
+
+@triton.jit
+def _bwd_q_inner(
+    dq, q, do, lse, delta, k_base, v_base, mask_base, offs_m, offs_d,
+    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, N_Q, N_K, lo, hi,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    d_ok = offs_d < HEAD_DIM
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < N_K
+        kt = tl.load(
+            k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+            mask=n_ok[None, :] & d_ok[:, None], other=0.0,
+        )  # fmt: skip
+        vt = tl.load(
+            v_base + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd,
+            mask=n_ok[None, :] & d_ok[:, None], other=0.0,
+        )  # fmt: skip
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+        p = tl.exp2(s - lse[:, None])
+        if MASKED or HAS_MASK:
+            keep = n_ok
+            if HAS_MASK:
+                keep = tl.load(mask_base + offs_n, mask=n_ok, other=0) != 0
+            p = tl.where(_visible(offs_m, offs_n, keep, N_Q, N_K, CAUSAL, HAS_MASK, MASKED), p, 0.0)
+        dp = tl.dot(do, vt, input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PRECISION)
+    return dq
+
+
+@triton.autotune(configs=_BWD_Q_CONFIGS, key=_KEY)
+@triton.jit
+def _attn_bwd_dq(
+    Q, K, V, DO, LSE, DELTA, DQ, MASK,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+    stride_mb, H, GROUP, N_Q, N_K, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid (Nq blocks, B*H): dQ of one query block, walking the key blocks as the forward."""
+    start_m = tl.program_id(0) * BLOCK_M
+    b = tl.program_id(1) // H
+    h = tl.program_id(1) % H
+    kv_h = h // GROUP
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N_Q
+    md_ok = m_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+        mask=md_ok, other=0.0,
+    )  # fmt: skip
+    do = tl.load(
+        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don
+        + offs_d[None, :] * stride_dod,
+        mask=md_ok, other=0.0,
+    )  # fmt: skip
+    lse = tl.load(LSE + tl.program_id(1) * N_Q + offs_m, mask=m_ok, other=float("inf"))
+    delta = tl.load(DELTA + tl.program_id(1) * N_Q + offs_m, mask=m_ok, other=0.0)
+    k_base = K + b * stride_kb + kv_h * stride_kh
+    v_base = V + b * stride_vb + kv_h * stride_vh
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    hi = N_K
+    full = N_K
+    if CAUSAL:
+        hi = tl.maximum(tl.minimum(start_m + BLOCK_M + N_K - N_Q, N_K), 0)
+        full = tl.maximum(tl.minimum(start_m + 1 + N_K - N_Q, N_K), 0)
+    full = (full // BLOCK_N) * BLOCK_N
+    dq = _bwd_q_inner(
+        dq, q, do, lse, delta, k_base, v_base, MASK + b * stride_mb, offs_m, offs_d,
+        stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, N_Q, N_K, 0, full,
+        HEAD_DIM, BLOCK_N, CAUSAL, HAS_MASK, False, PRECISION,
+    )  # fmt: skip
+    dq = _bwd_q_inner(
+        dq, q, do, lse, delta, k_base, v_base, MASK + b * stride_mb, offs_m, offs_d,
+        stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, N_Q, N_K, full, hi,
+        HEAD_DIM, BLOCK_N, CAUSAL, HAS_MASK, True, PRECISION,
+    )  # fmt: skip
+    tl.store(
+        DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqn
+        + offs_d[None, :] * stride_dqd,
+        (dq * scale).to(DQ.dtype.element_ty), mask=md_ok,
+    )  # fmt: skip
+
+
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    return "tf32" if dtype != torch.float32 or allow_tf32 else "ieee"
+
+
+def _mask_args(mask: torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The padding mask as uint8 (B, Nk) and its batch stride; a dummy pointer when absent."""
+    if mask is None:
+        return like, 0
+    mask = mask.contiguous().view(torch.uint8)
+    return mask, mask.stride(0)
+
+
+def _forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    scale: float,
+    allow_tf32: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    B, H, n_q, D = q.shape
+    h_kv, n_k = k.shape[1], k.shape[2]
+    o = _empty((B, H, n_q, D), q.dtype, q.device)
+    lse = _empty((B, H, n_q), torch.float32, q.device)  # base-2 log-sum-exp of scaled scores
+    mask_t, stride_mb = _mask_args(mask, q)
+    grid = lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)
+    _attn_fwd[grid](
+        q, k, v, o, lse, mask_t, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        stride_mb, H, H // h_kv, n_q, n_k, scale * LOG2E,
+        HEAD_DIM=D, BLOCK_D=_block_d(D), CAUSAL=causal, HAS_MASK=mask is not None,
+        PRECISION=_precision(q.dtype, allow_tf32),
+    )  # fmt: skip
+    return o, lse
+
+
+def _backward(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    scale: float,
+    allow_tf32: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, H, n_q, D = q.shape
+    h_kv, n_k = k.shape[1], k.shape[2]
+    block_d = _block_d(D)
+    mask_t, stride_mb = _mask_args(mask, q)
+    common = dict(
+        HEAD_DIM=D, BLOCK_D=block_d, CAUSAL=causal, HAS_MASK=mask is not None,
+        PRECISION=_precision(q.dtype, allow_tf32),
+    )  # fmt: skip
+
+    delta = _empty((B, H, n_q), torch.float32, q.device)
+    delta_block = 16 if INTERPRET else 64
+    _attn_bwd_delta[(triton.cdiv(n_q, delta_block), B * H)](
+        o, do, delta, *o.stride(), *do.stride(), H, n_q,
+        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=delta_block,
+    )  # fmt: skip
+
+    dk = _empty(k.shape, k.dtype, k.device)
+    dv = _empty(v.shape, v.dtype, v.device)  # same shape and strides as dk
+    grid = lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), B * h_kv)
+    _attn_bwd_dkdv[grid](
+        q, k, v, do, lse, delta, dk, dv, mask_t,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(),
+        stride_mb, H, h_kv, H // h_kv, n_q, n_k, scale * LOG2E, scale, **common,
+    )  # fmt: skip
+
+    dq = _empty(q.shape, q.dtype, q.device)
+    grid = lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)
+    _attn_bwd_dq[grid](
+        q, k, v, do, lse, delta, dq, mask_t,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
+        stride_mb, H, H // h_kv, n_q, n_k, scale * LOG2E, scale, **common,
+    )  # fmt: skip
+    return dq, dk, dv
+
+
+class TritonAttentionFunction(torch.autograd.Function):
+    """Fused attention with the FlashAttention-2 backward; saves O and the row log-sum-exp."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, key_padding_mask, causal, scale, allow_tf32):
+        o, lse = _forward(q, k, v, key_padding_mask, causal, scale, allow_tf32)
+        ctx.save_for_backward(q, k, v, o, lse, key_padding_mask)
+        ctx.causal, ctx.scale, ctx.allow_tf32 = causal, scale, allow_tf32
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, mask = ctx.saved_tensors
+        dq, dk, dv = _backward(do, q, k, v, o, lse, mask, ctx.causal, ctx.scale, ctx.allow_tf32)
+        return dq, dk, dv, None, None, None, None
+
+
+def triton_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    allow_tf32: bool = False,
+) -> torch.Tensor:
+    """q (B, H, Nq, D), k and v (B, Hkv, Nk, D) -> (B, H, Nq, D); inputs already validated."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    with torch.cuda.device(q.device) if q.is_cuda else nullcontext():
+        return TritonAttentionFunction.apply(q, k, v, key_padding_mask, causal, scale, allow_tf32)

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nima_attention.common import AttentionInputError, check_inputs
+from nima.errors import CapabilityError
+from nima_attention.common import check_inputs
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
@@ -65,20 +66,21 @@ class TritonAttention(nn.Module):
     ) -> torch.Tensor:
         check_inputs("triton", q, k, v, key_padding_mask)
         if q.dtype not in DTYPES:
-            raise AttentionInputError(
+            raise CapabilityError(
                 f"attention.triton supports {capabilities()['dtypes']}, got {q.dtype}; "
                 "use attention.reference or attention.sdpa for it."
             )
         if q.shape[-1] > MAX_HEAD_DIM:
-            raise AttentionInputError(
+            raise CapabilityError(
                 f"attention.triton supports head dims up to {MAX_HEAD_DIM}, got q {tuple(q.shape)}."
             )
         if not triton_available():
-            raise AttentionInputError(
-                "attention.triton needs the `triton` package; pip install triton."
+            raise CapabilityError(
+                "attention.triton needs the triton package, which is not installed "
+                "(pip install triton); attention.sdpa and attention.reference do not."
             )
         if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreting()):
-            raise AttentionInputError(
+            raise CapabilityError(
                 f"attention.triton runs on CUDA, or on CPU with TRITON_INTERPRET=1 set before triton "
                 f"is imported; got tensors on {q.device}. attention.sdpa runs anywhere."
             )

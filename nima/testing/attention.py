@@ -1,0 +1,191 @@
+"""Conformance check for attention plugins: parity with the family's `reference`, in float64.
+
+    from nima.testing.attention import check_attention_parity, random_cases
+    errors = check_attention_parity(MyAttention(), dtype=torch.float32)
+    errors = check_attention_parity(MyAttention(), cases=random_cases(20, seed=1))
+
+The reference is whatever is registered as `attention.reference` (looked up through the
+registry, so the core imports no plugin by name); it runs on the same inputs cast to float64.
+Each case checks the output and dq/dk/dv, that nothing is NaN, and that a query row with no
+visible key gives exactly zero output and zero dq. Cases cover GQA/MQA, odd lengths,
+Nq != Nk (bottom-right causal), key padding, fully masked rows, strided inputs and a custom scale.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+AttentionFn = Callable[..., torch.Tensor]
+
+# Max error relative to the largest reference magnitude of each tensor, against float64. fp32
+# is about 1e-6 in practice; 16-bit inputs are rounded before either side sees them, and the
+# kernels round probabilities to the input dtype before P @ V, as FlashAttention does.
+TOLERANCES: dict[torch.dtype, float] = {
+    torch.float64: 1e-10,
+    torch.float32: 2e-5,
+    torch.float16: 5e-3,
+    torch.bfloat16: 3e-2,
+}
+
+
+@dataclass(frozen=True)
+class AttentionCase:
+    """q (B, H, Nq, D), k and v (B, Hkv, Nk, D); padding "none" | "random" | "empty" (batch 0
+    sees no key at all); strided = (B, N, H, D) storage viewed as (B, H, N, D)."""
+
+    batch: int
+    heads: int
+    kv_heads: int
+    q_len: int
+    k_len: int
+    head_dim: int
+    causal: bool
+    padding: str = "none"
+    strided: bool = False
+    scale: float | None = None
+
+
+DEFAULT_CASES: tuple[AttentionCase, ...] = (
+    AttentionCase(1, 1, 1, 1, 1, 16, causal=True),  # one token
+    AttentionCase(2, 4, 4, 37, 37, 32, causal=False),  # odd length, several blocks
+    AttentionCase(2, 4, 2, 37, 37, 16, causal=True, strided=True),  # GQA, qkv-projection layout
+    AttentionCase(1, 3, 1, 1, 45, 64, causal=True),  # MQA, one-token decode at offset 44
+    AttentionCase(2, 2, 1, 19, 50, 32, causal=True, padding="random"),  # chunked prefill
+    AttentionCase(1, 2, 2, 40, 17, 16, causal=True),  # Nq > Nk: the first 23 rows see no key
+    AttentionCase(2, 2, 2, 33, 33, 24, causal=False, padding="empty", scale=0.3),  # D padded
+    AttentionCase(2, 6, 2, 20, 29, 16, causal=False, padding="random"),
+)
+
+
+def random_cases(
+    count: int,
+    seed: int,
+    *,
+    max_len: int = 80,
+    head_dims: Sequence[int] = (16, 32, 64),
+) -> list[AttentionCase]:
+    """`count` random cases drawn from `seed`: shapes, GQA groups, masks, layouts, scales."""
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(count):
+        kv_heads = rng.choice((1, 2, 3))
+        q_len = rng.randint(1, max_len)
+        k_len = q_len if rng.random() < 0.4 else rng.randint(1, max_len)
+        cases.append(
+            AttentionCase(
+                batch=rng.choice((1, 2)),
+                heads=kv_heads * rng.choice((1, 2, 3)),
+                kv_heads=kv_heads,
+                q_len=q_len,
+                k_len=k_len,
+                head_dim=rng.choice(tuple(head_dims)),
+                causal=rng.random() < 0.6,
+                padding=rng.choice(("none", "none", "random", "empty")),
+                strided=rng.random() < 0.3,
+                scale=rng.choice((None, None, 0.5)),
+            )
+        )
+    return cases
+
+
+def make_inputs(
+    case: AttentionCase, dtype: torch.dtype, device: str | torch.device, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """q, k, v (leaf tensors, requires_grad) and the key padding mask, drawn on the CPU."""
+
+    def rand(heads: int, length: int) -> torch.Tensor:
+        B, D = case.batch, case.head_dim
+        if case.strided:
+            x = torch.randn(B, length, heads, D, generator=generator).transpose(1, 2)
+        else:
+            x = torch.randn(B, heads, length, D, generator=generator)
+        return x.to(device=device, dtype=dtype).requires_grad_(True)
+
+    q = rand(case.heads, case.q_len)
+    k, v = rand(case.kv_heads, case.k_len), rand(case.kv_heads, case.k_len)
+    mask = None
+    if case.padding != "none":
+        mask = torch.rand(case.batch, case.k_len, generator=generator) < 0.7  # (B, Nk)
+        if case.padding == "empty":
+            mask[0] = False
+        mask = mask.to(device)
+    return q, k, v, mask
+
+
+def _rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| / max |want| (NaN if got has a NaN); absolute when want is all zero."""
+    diff = (got.double() - want).abs().max().item()
+    scale = want.abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+def check_attention_parity(
+    attn: AttentionFn,
+    *,
+    dtype: torch.dtype = torch.float32,
+    cases: Sequence[AttentionCase] = DEFAULT_CASES,
+    device: str | torch.device = "cpu",
+    grad: bool = True,
+    tolerance: float | None = None,
+    reference: AttentionFn | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Compare `attn` with the float64 reference on each case; raise AssertionError on a miss.
+
+    Case i is drawn from seed `seed + i`, and a failure names the case, its seed and dtype.
+    Returns the worst relative error seen for out, dq, dk and dv.
+    """
+    if reference is None:
+        import nima
+
+        reference = nima.get("attention", "reference")()
+    tolerance = TOLERANCES[dtype] if tolerance is None else tolerance
+    worst = dict.fromkeys(("out", "dq", "dk", "dv"), 0.0)
+    for i, case in enumerate(cases):
+        g = torch.Generator().manual_seed(seed + i)
+        label = f"{case} (seed {seed + i}, {dtype}, tolerance {tolerance:g})"
+        q, k, v, mask = make_inputs(case, dtype, device, g)
+        q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+        kwargs = dict(causal=case.causal, scale=case.scale, key_padding_mask=mask)
+        out = attn(q, k, v, **kwargs)
+        want = reference(q64, k64, v64, **kwargs)
+        assert out.shape == want.shape and out.dtype == dtype, (
+            f"{label}: got output {out.dtype} {tuple(out.shape)}, expected {dtype} "
+            f"{tuple(want.shape)}"
+        )
+        pairs = [("out", out.detach(), want.detach())]
+        if grad:
+            upstream = torch.randn(want.shape, generator=g, dtype=torch.float64).to(device)
+            got = torch.autograd.grad(out, (q, k, v), upstream.to(dtype))
+            ref = torch.autograd.grad(want, (q64, k64, v64), upstream)
+            pairs += list(zip(("dq", "dk", "dv"), got, ref, strict=True))
+        for name, a, b in pairs:
+            err = _rel_error(a, b)
+            worst[name] = max(worst[name], err)
+            assert err <= tolerance, f"{label}: {name} max relative error {err:.3g}"  # NaN fails
+        # Rows with no visible key: exactly zero output and dq (contract), not merely small.
+        empty = _empty_rows(case, mask, device)  # (B, 1, Nq) bool
+        if empty.any():
+            for name, a, _ in pairs[:2]:
+                rows = a.abs().amax(dim=-1)[empty.expand(-1, case.heads, -1)]
+                assert torch.all(rows == 0), f"{label}: {name} is not zero on rows with no key"
+    return worst
+
+
+def _empty_rows(
+    case: AttentionCase, mask: torch.Tensor | None, device: str | torch.device
+) -> torch.Tensor:
+    """bool (B, 1, Nq): query rows that see no key (bottom-right causal and padding)."""
+    i = torch.arange(case.q_len, device=device)[:, None]
+    j = torch.arange(case.k_len, device=device)[None, :]
+    visible = torch.ones(case.q_len, case.k_len, dtype=torch.bool, device=device)
+    if case.causal:
+        visible = j <= i + (case.k_len - case.q_len)
+    visible = visible[None].expand(case.batch, -1, -1)  # (B, Nq, Nk)
+    if mask is not None:
+        visible = visible & mask[:, None, :]
+    return ~visible.any(dim=-1)[:, None, :]

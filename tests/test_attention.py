@@ -1,0 +1,191 @@
+"""Attention plugins: sdpa vs reference parity, contract properties shared by every built-in
+(bottom-right causal, GQA, padding, empty rows), shape errors and registration.
+
+The Triton kernel's own parity suite is tests/test_triton_attention.py; here it only takes
+part in the contract properties and errors, on small shapes (CPU runs it under the interpreter).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import nima
+from nima.errors import CapabilityError
+from nima.testing.attention import AttentionCase, check_attention_parity, random_cases
+
+PLUGINS = ["reference", "sdpa", "triton"]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Fresh shapes each session; a failure prints the case and its seed (NIMA_TEST_SEED replays).
+SEED = int(os.environ.get("NIMA_TEST_SEED", random.SystemRandom().randrange(10**6)))
+
+
+def build(name: str):
+    return nima.get("attention", name)()
+
+
+def rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(device=DEVICE, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_sdpa_matches_reference(dtype):
+    errors = check_attention_parity(build("sdpa"), dtype=dtype, device=DEVICE)
+    print(f"sdpa {dtype}: {errors}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_sdpa_matches_reference_on_random_shapes(dtype):
+    cases = random_cases(25, seed=SEED, head_dims=(8, 16, 24, 64))
+    check_attention_parity(build("sdpa"), dtype=dtype, cases=cases, device=DEVICE, seed=SEED)
+
+
+@pytest.mark.parametrize("name", ["reference", "sdpa"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_matches_float64_reference(name, dtype):
+    errors = check_attention_parity(build(name), dtype=dtype, device=DEVICE)
+    print(f"{name} {dtype}: {errors}")
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_decode_and_chunked_prefill_are_the_last_rows_of_full_causal(name):
+    """Bottom-right alignment: Nq queries at the end see exactly what they see in the full pass."""
+    attn = build(name)
+    q, k, v = rand(2, 4, 21, 16, seed=1), rand(2, 2, 21, 16, seed=2), rand(2, 2, 21, 16, seed=3)
+    full = attn(q, k, v, causal=True)
+    for n_q in (1, 5):
+        part = attn(q[:, :, -n_q:], k, v, causal=True)
+        torch.testing.assert_close(part, full[:, :, -n_q:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_gqa_equals_repeated_kv(name):
+    attn = build(name)
+    q, k, v = rand(1, 6, 9, 16, seed=4), rand(1, 2, 13, 16, seed=5), rand(1, 2, 13, 16, seed=6)
+    grouped = attn(q, k, v, causal=True)
+    repeated = attn(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), causal=True)
+    torch.testing.assert_close(grouped, repeated, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_padded_keys_act_as_removed(name):
+    attn = build(name)
+    q, k, v = rand(1, 2, 7, 16, seed=7), rand(1, 2, 11, 16, seed=8), rand(1, 2, 11, 16, seed=9)
+    keep = torch.tensor([[1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1]], dtype=torch.bool, device=DEVICE)
+    masked = attn(q, k, v, causal=False, key_padding_mask=keep)
+    removed = attn(q, k[:, :, keep[0]], v[:, :, keep[0]], causal=False)
+    torch.testing.assert_close(masked, removed, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_rows_without_keys_give_zeros_and_zero_grads(name):
+    attn = build(name)
+    q, k, v = (rand(2, 2, n, 16, seed=s).requires_grad_() for n, s in ((6, 10), (4, 11), (4, 12)))
+    keep = torch.tensor([[False] * 4, [True, False, True, True]], device=DEVICE)
+    out = attn(q, k, v, causal=True, key_padding_mask=keep)  # Nq > Nk: rows 0, 1 see no key
+    out.sum().backward()
+    for t in (out, q.grad, k.grad, v.grad):
+        assert torch.isfinite(t).all()
+    assert torch.all(out[0] == 0) and torch.all(q.grad[0] == 0)
+    assert torch.all(out[1, :, :2] == 0) and torch.all(q.grad[1, :, :2] == 0)
+    assert torch.all(k.grad[0] == 0) and torch.all(v.grad[0] == 0)
+    assert out[1, :, 2:].abs().sum() > 0
+
+
+BAD_SHAPES = [
+    ((2, 4, 8, 16), (2, 4, 8), (2, 4, 8), None, "4-D"),
+    ((2, 4, 8, 16), (2, 3, 8, 16), (2, 3, 8, 16), None, "multiple of key/value heads"),
+    ((2, 4, 8, 16), (2, 2, 8, 32), (2, 2, 8, 32), None, "head dim"),
+    ((2, 4, 8, 16), (1, 2, 8, 16), (1, 2, 8, 16), None, "batch"),
+    ((2, 4, 8, 16), (2, 2, 8, 16), (2, 2, 9, 16), None, "same shape"),
+    ((2, 4, 8, 16), (2, 2, 8, 16), (2, 2, 8, 16), (2, 9), "key_padding_mask"),
+]
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+@pytest.mark.parametrize("q_shape, k_shape, v_shape, mask_shape, says", BAD_SHAPES)
+def test_bad_shapes_raise_clear_errors(name, q_shape, k_shape, v_shape, mask_shape, says):
+    q, k, v = torch.zeros(q_shape), torch.zeros(k_shape), torch.zeros(v_shape)
+    mask = None if mask_shape is None else torch.ones(mask_shape, dtype=torch.bool)
+    with pytest.raises(ValueError, match=says) as info:
+        build(name)(q, k, v, causal=False, key_padding_mask=mask)
+    assert str(tuple(q_shape)) in str(info.value) or str(mask_shape) in str(info.value)
+    assert f"attention.{name}" in str(info.value)
+
+
+def test_non_bool_mask_is_refused():
+    q = torch.zeros(1, 2, 3, 16)
+    with pytest.raises(ValueError, match="bool"):
+        build("reference")(q, q, q, causal=False, key_padding_mask=torch.ones(1, 3))
+
+
+def test_registered_with_capabilities():
+    names = {e.name: e for e in nima.plugins("attention")}
+    assert {"reference", "sdpa", "triton"} <= set(names)
+    for name in PLUGINS:
+        caps = names[name].capabilities
+        assert caps["backward"] and "float32" in caps["dtypes"]
+    triton_devices = names["triton"].capabilities["devices"]
+    assert "cuda" in triton_devices
+    assert ("cpu" in triton_devices) == (os.environ.get("TRITON_INTERPRET") == "1")
+    assert "float64" not in names["triton"].capabilities["dtypes"]
+
+
+def test_triton_refuses_float64_naming_alternatives():
+    q = torch.zeros(1, 1, 4, 16, dtype=torch.float64, device=DEVICE)
+    with pytest.raises(CapabilityError, match="attention.reference"):
+        build("triton")(q, q, q, causal=True)
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ)
+
+
+def test_import_does_not_set_triton_interpret():
+    code = (
+        "import os, sys, nima, nima_attention\n"
+        "caps = nima.entry('attention', 'triton').capabilities\n"
+        "assert 'TRITON_INTERPRET' not in os.environ\n"
+        "assert caps['devices'] == ['cuda'], caps\n"
+        "assert 'triton' not in sys.modules, 'triton imported eagerly'\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+
+
+def test_package_works_without_triton():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"  # `import triton` now fails
+        "import nima, torch\n"
+        "from nima.errors import CapabilityError\n"
+        "assert nima.entry('attention', 'triton').capabilities['devices'] == []\n"
+        "q = torch.randn(1, 2, 3, 16)\n"
+        "nima.get('attention', 'sdpa')()(q, q, q, causal=True)\n"
+        "try:\n"
+        "    nima.get('attention', 'triton')()(q, q, q, causal=True)\n"
+        "except CapabilityError as e:\n"
+        "    assert 'not installed' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('triton attention ran without triton')\n"
+    )
+    result = _python(code, TRITON_INTERPRET="1")
+    assert result.returncode == 0, result.stderr
+
+
+def test_parity_check_catches_a_wrong_kernel():
+    """The conformance kit must be able to fail: a top-left causal mask is caught."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def top_left(q, k, v, *, causal, scale=None, key_padding_mask=None):
+        return sdpa(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
+
+    case = AttentionCase(1, 2, 2, 3, 9, 16, causal=True)
+    with pytest.raises(AssertionError, match="seed"):
+        check_attention_parity(top_left, cases=[case])

@@ -1,29 +1,23 @@
 """Fused Triton RoPE against the PyTorch `rope` reference: values, gradients, out-of-place writes.
 
-Without CUDA the kernel runs on CPU tensors through the Triton interpreter (TRITON_INTERPRET=1,
-which must be set before the kernel module is imported); fp16/bf16 and large cases need a GPU.
+Without CUDA the kernel runs on CPU tensors through the Triton interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1 before any kernel is imported); fp16/bf16 and large cases need a GPU.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
+import nima_positional.rope_triton as rt
 import pytest
 import torch
+from nima_positional.rope import RoPE, RoPETriton, triton_devices
+
+from nima.testing.positional import RopeCase, check_rope_parity
 
 CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import nima_positional.rope_triton as rt  # noqa: E402  (after TRITON_INTERPRET is set)
-from nima_positional.rope import RoPE, RoPETriton, triton_devices  # noqa: E402
-
-from nima.testing.positional import RopeCase, check_rope_parity  # noqa: E402
-
 DEVICE = "cuda" if CUDA else "cpu"
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 # (B, H, Hkv, N, D): odd lengths, odd and GQA head counts, head dims whose half is no power of 2
 SHAPES = [
@@ -124,8 +118,7 @@ def test_package_imports_without_triton():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.gpu
-@needs_cuda
+@pytest.mark.gpu  # skipped without CUDA (tests/conftest.py)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("D", [64, 128])
 def test_low_precision_on_gpu(dtype, D):

@@ -118,6 +118,16 @@ def test_rope_low_precision_is_fp32_math_cast_back(dtype):
     torch.testing.assert_close(q_rot, q32.to(dtype), atol=0, rtol=0)
 
 
+def test_rope_keeps_fp32_angles_in_a_bf16_model():
+    rope = RoPE(head_dim=64, max_len=4096)
+    q = rand(1, 2, 3, 64, seed=15).to(torch.bfloat16)
+    positions = torch.tensor([5, 1000, 4000])
+    want, _ = rope.rotate(q, q, positions)
+    got, _ = rope.to(torch.bfloat16).rotate(q, q, positions)  # casts the cached tables
+    assert rope.cos_cached.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 def test_rope_base_changes_the_angles():
     a, b = RoPE(head_dim=8, max_len=8), RoPE(head_dim=8, max_len=8, base=500.0)
     assert b.base == 500.0 and not torch.allclose(a.cos_cached, b.cos_cached)

@@ -71,7 +71,8 @@ class RoPE(Positional):
         """fp32 cos/sin for positions (N,) or (B, N): from the cache, or computed beyond it."""
         positions = positions.to(self.cos_cached.device)
         lo, hi = positions.aminmax() if positions.numel() else (0, 0)
-        if 0 <= lo and hi < self.max_len:
+        # module.to(bfloat16) casts buffers too: a cache no longer in fp32 is not used
+        if self.cos_cached.dtype == torch.float32 and 0 <= lo and hi < self.max_len:
             return self.cos_cached[positions], self.sin_cached[positions]
         return rope_cos_sin(positions, self.head_dim, self.base)
 

@@ -2,12 +2,14 @@
 
 from nima import hookimpl
 from nima_tokenizers.base import SPECIAL_TOKENS, Tokenizer
+from nima_tokenizers.bpe import BPETokenizer
 from nima_tokenizers.char import CharTokenizer
 
-__all__ = ["SPECIAL_TOKENS", "CharTokenizer", "Tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "BPETokenizer", "CharTokenizer", "Tokenizer"]
 
 
 @hookimpl
 def nima_register(registry) -> None:
     """Register the built-in tokenizer plugins."""
-    registry.tokenizer("char", CharTokenizer, capabilities={"unk": True, "byte_fallback": False})
+    registry.tokenizer("char", CharTokenizer, capabilities={"unk": True, "hf_format": False})
+    registry.tokenizer("bpe", BPETokenizer, capabilities={"unk": False, "hf_format": True})

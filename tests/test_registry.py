@@ -1,0 +1,68 @@
+"""Registries: register, get, list, capabilities, and the errors a user sees."""
+
+from __future__ import annotations
+
+import pytest
+
+from nima.capabilities import require
+from nima.errors import CapabilityError, PluginClashError, UnknownPluginError
+from nima.registry import FAMILIES, Registries, Registry
+
+
+class Fast:
+    """A fast kernel."""
+
+
+class Slow:
+    """A slow kernel."""
+
+
+def test_register_get_and_list() -> None:
+    registry = Registry("attention")
+    entry = registry.register("fast", Fast, package="pkg-a", capabilities={"backward": True})
+    assert registry.get("fast") is Fast
+    assert entry.description == "A fast kernel."
+    assert entry.package == "pkg-a"
+    assert registry.names() == ["fast"]
+    assert registry.find(Fast()) is entry
+    assert entry.as_dict()["capabilities"] == {"backward": True}
+
+
+def test_unknown_name_names_family_close_matches_and_all_names() -> None:
+    registry = Registry("attention")
+    registry.register("sdpa", Fast, package="p")
+    registry.register("reference", Slow, package="p")
+    with pytest.raises(UnknownPluginError) as info:
+        registry.get("sdpx")
+    message = str(info.value)
+    assert "attention" in message and "'sdpx'" in message
+    assert "Did you mean 'sdpa'" in message
+    assert "reference, sdpa" in message
+
+
+def test_clash_names_both_packages() -> None:
+    registry = Registry("positional")
+    registry.register("rope", Fast, package="first-pkg")
+    with pytest.raises(PluginClashError) as info:
+        registry.register("rope", Slow, package="second-pkg")
+    assert "first-pkg" in str(info.value) and "second-pkg" in str(info.value)
+    assert registry.get("rope") is Fast  # the first registration stays
+
+
+def test_unknown_family_lists_families() -> None:
+    with pytest.raises(UnknownPluginError) as info:
+        Registries()["atention"]
+    assert "'attention'" in str(info.value)
+    assert all(f in str(info.value) for f in FAMILIES)
+
+
+def test_capability_error_names_a_plugin_that_has_it() -> None:
+    registry = Registry("attention")
+    gpu_only = registry.register(
+        "gpu_only", Fast, package="p", capabilities={"backward": True, "devices": ["cuda"]}
+    )
+    registry.register("anywhere", Slow, package="p", capabilities={"backward": True})
+    require(registry, gpu_only, device="cuda", backward=True)  # has it: no error
+    with pytest.raises(CapabilityError) as info:
+        require(registry, gpu_only, device="cpu", backward=True)
+    assert "device=cpu" in str(info.value) and "anywhere" in str(info.value)

@@ -59,7 +59,7 @@ def _configs(
 _FWD_CONFIGS = _configs(
     {"BLOCK_M": 32, "BLOCK_N": 16},
     [(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) if bn <= bm
-     for w in (4, 8) for s in (2, 3, 4)],
+     for w in (4, 8) for s in (2, 3)],
 )  # fmt: skip
 _BWD_KV_CONFIGS = _configs(
     {"BLOCK_M": 16, "BLOCK_N": 32},

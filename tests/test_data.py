@@ -139,3 +139,32 @@ def test_text_file_and_folder(tmp_path):
         folder.splits()
     with pytest.raises(DataError, match="does not exist"):
         nima.get("dataset", "text_file")(path=str(tmp_path / "nope")).splits()
+
+
+def test_techqa_offline_deterministic_and_separate():
+    a, b = nima.get("dataset", "techqa")(), nima.get("dataset", "techqa")()
+    samples = a.samples()
+    total = sum(len(s) for s in samples.values())
+    assert total >= 300
+    assert samples == b.samples() and a.checksum() == b.checksum()
+    assert set(samples) == {"train", "val", "test"}
+    questions = [s["question"] for split in samples.values() for s in split]
+    assert len(set(questions)) == total  # disjoint splits, no duplicate question
+    for sample in samples["val"]:
+        assert sample["question"].endswith("?") and len(sample["answer"]) >= 20
+        assert "Answer:" not in sample["question"]
+    assert "What does `json.dumps` do?" in questions
+    assert nima.get("dataset", "techqa")(seed=1).samples()["val"] != samples["val"]
+    text = a.splits()["val"]
+    assert text.count("Question: ") == len(samples["val"])
+
+
+def test_techqa_with_bpe_and_word_round_trips(tmp_path):
+    ds = nima.get("dataset", "techqa")()
+    texts = ds.splits()
+    bpe = prepare_tokens(ds, nima.get("tokenizer", "bpe")(vocab_size=600), root=tmp_path)
+    for name, text in texts.items():
+        assert bpe.tokenizer.decode(bpe.splits[name].tolist()) == text
+    assert bpe.metadata["splits"]["train"]["tokens"] < len(texts["train"]) / 2
+    word = prepare_tokens(ds, nima.get("tokenizer", "word")(), root=tmp_path)
+    assert word.tokenizer.decode(word.splits["train"].tolist()) == texts["train"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -168,3 +169,32 @@ def test_techqa_with_bpe_and_word_round_trips(tmp_path):
     assert bpe.metadata["splits"]["train"]["tokens"] < len(texts["train"]) / 2
     word = prepare_tokens(ds, nima.get("tokenizer", "word")(), root=tmp_path)
     assert word.tokenizer.decode(word.splits["train"].tolist()) == texts["train"]
+
+
+def test_data_cli_prepare_and_info(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    from nima.data.cli import add_data_arguments
+
+    monkeypatch.setenv("NIMA_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "corpus.txt").write_text("to be or not to be\n" * 50, encoding="utf-8")
+    gin_file = tmp_path / "exp.gin"
+    gin_file.write_text(
+        f"train.dataset = @dataset.text_file()\ntext_file.path = '{tmp_path / 'corpus.txt'}'\n"
+        "train.tokenizer = @tokenizer.bpe()\nbpe.vocab_size = 300\n"
+    )
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv: str) -> str:
+        args = parser.parse_args(argv)
+        assert args.func(args) == 0
+        return capsys.readouterr().out
+
+    assert "no token caches" in run("data", "info")
+    out = run("data", "prepare", str(gin_file))
+    entries = json.loads(run("data", "info", "--json"))
+    vocab = entries[0]["tokenizer"]["vocab_size"]
+    assert len(entries) == 1 and 260 < vocab <= 300  # the tiny corpus runs out of pairs
+    assert f"text_file + bpe tokenizer (vocab {vocab})" in out and "train" in out
+    assert entries[0]["splits"]["train"]["chars"] == int(0.9 * 19 * 50)

@@ -1,0 +1,142 @@
+"""Byte-level BPE: NIMA's pure-Python trainer and encoder side by side with Hugging Face `tokenizers`.
+
+    NIMA_DATA_DIR=/path/to/data pytest benchmarks/bench_tokenizers.py --benchmark-enable -s
+
+Full Tiny Shakespeare (1.1 MB), vocab 4096, the same special tokens and GPT-2 pre-tokenisation on
+both sides; HF runs on one thread (RAYON_NUM_THREADS=1 unless set), as the issue's anchors.
+`test_bars` (last) checks the issue's bars from the times measured in this same run and prints
+the figures: train <= 8 s and within 10x of HF, the same token count within 3%, encode >= 1 MB/s
+(cold: a freshly loaded tokenizer, empty pre-token cache), peak Python memory of training.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAYON_NUM_THREADS", "1")
+
+import resource  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+import nima  # noqa: E402
+
+VOCAB = 4096
+SPECIALS = ["<pad>", "<unk>", "<sos>", "<eos>"]
+RESULTS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    data_dir = os.environ.get("NIMA_DATA_DIR")
+    if not data_dir:
+        pytest.skip("set NIMA_DATA_DIR to the folder holding tinyshakespeare.txt")
+    return (Path(data_dir) / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+def train_nima(text: str):
+    tok = nima.get("tokenizer", "bpe")(vocab_size=VOCAB)
+    tok.train(text)
+    return tok
+
+
+def train_hf(text: str):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([text], trainer)
+    return tok
+
+
+TRAIN = {"nima": train_nima, "hf": train_hf}
+
+
+@pytest.mark.parametrize("impl", list(TRAIN))
+def test_train(benchmark, text, impl):
+    benchmark.group = f"bpe train vocab {VOCAB}, Tiny Shakespeare"
+    times, trained = [], []
+
+    def run():
+        start = time.perf_counter()
+        trained.append(TRAIN[impl](text))
+        times.append(time.perf_counter() - start)
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    tok = trained[-1]
+    ids = tok.encode(text) if impl == "nima" else tok.encode(text).ids
+    RESULTS[f"train_s_{impl}"] = min(times)
+    RESULTS[f"tokens_{impl}"] = len(ids)
+    benchmark.extra_info.update(best_s=min(times), tokens=len(ids))
+
+
+@pytest.mark.parametrize("impl", ["nima-cold", "nima-warm", "hf"])
+def test_encode(benchmark, text, impl, tmp_path):
+    benchmark.group = f"bpe encode 1.1 MB, vocab {VOCAB}"
+    path = tmp_path / "tok.json"
+    if impl == "hf":
+        tok = train_hf(text)
+        encode = lambda t: tok.encode(t).ids
+    else:
+        train_nima(text).save(path)
+        tok = nima.get("tokenizer", "bpe").load(path)
+        encode = tok.encode
+        if impl == "nima-warm":
+            encode(text)
+    times = []
+
+    def fresh():  # a cold encode needs a tokenizer whose pre-token cache is empty
+        return (
+            nima.get("tokenizer", "bpe").load(path).encode if impl == "nima-cold" else encode,
+        ), {}
+
+    def run(fn):
+        start = time.perf_counter()
+        fn(text)
+        times.append(time.perf_counter() - start)
+
+    benchmark.pedantic(run, setup=fresh, rounds=3, iterations=1)
+    mb_s = len(text.encode()) / min(times) / 1e6
+    RESULTS[f"encode_mb_s_{impl}"] = mb_s
+    benchmark.extra_info["mb_per_s"] = mb_s
+
+
+def test_peak_memory(text):
+    """Peak Python-heap memory of a NIMA training run (tracemalloc), and the process's max RSS."""
+    tracemalloc.start()
+    train_nima(text)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    RESULTS["train_peak_mb"] = peak / 1e6
+    RESULTS["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def test_bars(text):
+    r = RESULTS
+    needed = ["train_s_nima", "train_s_hf", "encode_mb_s_nima-cold", "train_peak_mb"]
+    if any(k not in r for k in needed):
+        pytest.skip("run the whole file: the bars compare figures measured by the tests above")
+    ratio = r["train_s_nima"] / r["train_s_hf"]
+    tokens_diff = abs(r["tokens_nima"] - r["tokens_hf"]) / r["tokens_hf"]
+    print(
+        f"\nbpe vocab {VOCAB} on Tiny Shakespeare ({len(text.encode()) / 1e6:.2f} MB):\n"
+        f"  train: nima {r['train_s_nima']:.2f} s, hf {r['train_s_hf']:.2f} s -> {ratio:.2f}x\n"
+        f"  tokens: nima {r['tokens_nima']:,}, hf {r['tokens_hf']:,} ({tokens_diff:.2%} apart)\n"
+        f"  encode: nima cold {r['encode_mb_s_nima-cold']:.2f} MB/s, warm "
+        f"{r.get('encode_mb_s_nima-warm', float('nan')):.2f} MB/s, hf {r.get('encode_mb_s_hf', float('nan')):.2f} MB/s\n"
+        f"  nima train peak Python memory {r['train_peak_mb']:.0f} MB; process max RSS {r['max_rss_mb']:.0f} MB"
+    )  # fmt: skip
+    assert r["train_s_nima"] <= 8.0
+    assert ratio <= 10.0
+    assert tokens_diff <= 0.03
+    assert r["encode_mb_s_nima-cold"] >= 1.0

@@ -96,7 +96,7 @@ def _explain(exc: Exception, where: str) -> str:
         )
     if match := _NO_CONFIGURABLE.search(text):
         selector = match.group(1)
-        names = sorted({str(k) for k in gin.config._REGISTRY})
+        names = sorted(selector for selector, _ in gin.config._REGISTRY.items())
         close = difflib.get_close_matches(selector, names, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         return (
@@ -127,10 +127,10 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str], system: PluginSy
             )
     gin.clear_config()
     register_plugins_with_gin(system)
-    binds_source = [("--bind", "\n".join(bindings))]
-    _check_plugin_references(_gin_sources(paths) + binds_source, system)
-    for path in paths:
-        gin.add_config_file_search_path(str(path.parent))
+    sources = _gin_sources(paths)
+    _check_plugin_references(sources + [("--bind", "\n".join(bindings))], system)
+    for label, _ in sources:  # an include resolves relative to the file that includes it
+        gin.add_config_file_search_path(str(Path(label).parent))
     for path in paths:
         try:
             with _quiet_gin():
@@ -141,8 +141,9 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str], system: PluginSy
                 f"Lines look like `GPT.n_layers = 4` or `train.model = @GPT`."
             ) from None
         except tokenize.TokenError as exc:
+            line = exc.args[1][0] if len(exc.args) > 1 else "?"
             raise ConfigError(
-                f"{path}: gin syntax error: {exc.args[0]} (unclosed bracket?)"
+                f"{path}:{line}: gin syntax error: {exc.args[0]} (an unclosed bracket or quote?)"
             ) from None
         except (ValueError, OSError, ImportError) as exc:
             raise ConfigError(_explain(exc, str(path))) from None

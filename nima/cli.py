@@ -7,16 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from nima.bench import add_bench_arguments, main_bench
+from nima.data.cli import add_data_arguments
 from nima.errors import NimaError
-from nima.hooks import PluginSystem, reset
+from nima.hooks import PluginSystem, for_command
 
 
 def _plugin_system(args: argparse.Namespace) -> PluginSystem:
-    disabled = {p.strip() for p in (args.disable_plugins or "").split(",") if p.strip()}
-    system = reset(disabled=disabled)
-    for failure in system.failures:
-        print(f"warning: {failure}", file=sys.stderr)
-    return system
+    return for_command(args.disable_plugins)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -122,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device")
     gen.set_defaults(func=cmd_generate)
+
+    bench = sub.add_parser(
+        "bench", parents=[common], help="benchmarks: attention kernels side by side"
+    )
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    attention = bench_sub.add_parser(
+        "attention", parents=[common], help="attention plugins vs SDPA"
+    )
+    add_bench_arguments(attention)
+    attention.set_defaults(func=main_bench)
+
+    add_data_arguments(sub, parents=[common])
     return parser
 
 

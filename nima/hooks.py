@@ -7,6 +7,7 @@ entry point is imported and registered on its own, and a failure is reported and
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -128,6 +129,15 @@ def system() -> PluginSystem:
         _system = PluginSystem()
         _system.load_entry_points()
     return _system
+
+
+def for_command(disable_plugins: str | None) -> PluginSystem:
+    """A fresh process-wide system for a CLI command, with its --disable-plugins; warns of failures."""
+    disabled = {p.strip() for p in (disable_plugins or "").split(",") if p.strip()}
+    fresh = reset(disabled=disabled)
+    for failure in fresh.failures:
+        print(f"warning: {failure}", file=sys.stderr)
+    return fresh
 
 
 def reset(*, load: bool = True, disabled: set[str] | None = None) -> PluginSystem:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,20 +36,13 @@ def main_data(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    import gin
-
-    import nima.train.settings  # noqa: F401  (registers the `train` configurable)
     from nima import config
-    from nima.hooks import reset
+    from nima.hooks import for_command
+    from nima.train.run import configured_settings
 
-    disabled = {
-        p.strip() for p in (getattr(args, "disable_plugins", None) or "").split(",") if p.strip()
-    }
-    system = reset(disabled=disabled)
-    for failure in system.failures:
-        print(f"warning: {failure}", file=sys.stderr)
+    system = for_command(getattr(args, "disable_plugins", None))
     config.parse(args.config, args.bind, system)
-    settings = gin.get_configurable("nima.train")()
+    settings = configured_settings()
     start = time.perf_counter()
     prepared = prepare_tokens(settings.dataset, settings.tokenizer)
     meta = prepared.metadata

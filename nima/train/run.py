@@ -114,6 +114,8 @@ def run_experiment(
         summary = trainer.fit()
         summary["final_val_loss"] = trainer.final_evaluation()
         summary["final_eval"] = settings.final_eval
+        if settings.final_eval == "full":  # exact only when every val token was scored
+            summary["val_bits_per_char"] = prepared.bits_per_char(summary["final_val_loss"], "val")
         summary["sample"] = sample_text(
             model,
             tokenizer,

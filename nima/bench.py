@@ -148,7 +148,7 @@ def _sync(device: str) -> None:
 
 
 def _time_ms(fn: Callable[[], Any], min_time_s: float, max_reps: int = 100) -> float:
-    """Median wall time of fn() in ms (fn synchronizes), after a warm-up call (compile, autotune)."""
+    """Median wall time of fn() in ms (fn synchronizes), after a warm-up (compile, autotune)."""
     fn()
     times: list[float] = []
     start = time.perf_counter()
@@ -331,15 +331,23 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `nima bench attention`."""
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
-                        help="default: cuda when available, else cpu")  # fmt: skip
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                        help="default: bfloat16 on cuda, float32 on cpu")  # fmt: skip
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default=None,
+        help="default: cuda when available, else cpu",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+        help="default: bfloat16 on cuda, float32 on cpu",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a few small shapes only")
-    parser.add_argument("--out-dir", default="benchmarks/results",
-                        help="JSON goes to OUT_DIR/<device-name>/attention-<device-name>.json")  # fmt: skip
-    parser.add_argument("--impl", action="append", dest="plugins", default=None,
-                        help="only this implementation (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--out-dir", default="benchmarks/results",
+        help="the JSON goes to OUT_DIR/<device-name>/attention-<device-name>.json",
+    )  # fmt: skip
+    parser.add_argument(
+        "--impl", action="append", dest="plugins", default=None,
+        help="only this implementation (repeatable)",
+    )  # fmt: skip
 
 
 def main_bench(args: argparse.Namespace) -> int:

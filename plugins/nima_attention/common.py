@@ -75,7 +75,7 @@ def visible_keys(
     key_padding_mask: torch.Tensor | None,
     device: torch.device,
 ) -> torch.Tensor | None:
-    """bool (B or 1, 1, Nq, Nk), True where query i may attend key j; None if every key is visible."""
+    """bool (B or 1, 1, Nq, Nk): True where query i may attend key j; None if all are visible."""
     visible = None
     if causal:
         i = torch.arange(n_q, device=device)[:, None]

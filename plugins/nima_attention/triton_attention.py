@@ -32,7 +32,6 @@ import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOG2E = 1.4426950408889634
-MAX_HEAD_DIM = 256
 
 # Tests set this to fill every output buffer with NaN before a kernel runs, so an element a
 # kernel forgets to write fails the parity check instead of passing on leftover memory.
@@ -147,7 +146,8 @@ def _attn_fwd(
     m_ok = offs_m < N_Q
     d_ok = offs_d < HEAD_DIM
     q = tl.load(
-        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
+        + offs_d[None, :] * stride_qd,
         mask=m_ok[:, None] & d_ok[None, :], other=0.0,
     )  # fmt: skip
     k_base = K + b * stride_kb + kv_h * stride_kh
@@ -181,7 +181,8 @@ def _attn_fwd(
     out = acc / l_safe[:, None]  # rows with no visible key: acc == 0, so out == 0
     lse = tl.where(has_key, m_i + tl.log2(l_safe), float("inf"))  # +inf: p = 2^(s - lse) = 0
     tl.store(
-        OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+        OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
+        + offs_d[None, :] * stride_od,
         out.to(OUT.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :],
     )  # fmt: skip
     tl.store(LSE + tl.program_id(1) * N_Q + offs_m, lse, mask=m_ok)
@@ -201,7 +202,8 @@ def _attn_bwd_delta(
     offs_d = tl.arange(0, BLOCK_D)
     ok = (offs_m[:, None] < N_Q) & (offs_d[None, :] < HEAD_DIM)
     o = tl.load(
-        OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+        OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
+        + offs_d[None, :] * stride_od,
         mask=ok, other=0.0,
     )  # fmt: skip
     do = tl.load(
@@ -371,7 +373,8 @@ def _attn_bwd_dq(
     m_ok = offs_m < N_Q
     md_ok = m_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
     q = tl.load(
-        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
+        + offs_d[None, :] * stride_qd,
         mask=md_ok, other=0.0,
     )  # fmt: skip
     do = tl.load(

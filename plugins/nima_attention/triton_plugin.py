@@ -81,8 +81,8 @@ class TritonAttention(nn.Module):
             )
         if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreting()):
             raise CapabilityError(
-                f"attention.triton runs on CUDA, or on CPU with TRITON_INTERPRET=1 set before triton "
-                f"is imported; got tensors on {q.device}. attention.sdpa runs anywhere."
+                "attention.triton runs on CUDA, or on CPU with TRITON_INTERPRET=1 set before "
+                f"triton is imported; got tensors on {q.device}. attention.sdpa runs anywhere."
             )
         from nima_attention.triton_attention import triton_attention
 

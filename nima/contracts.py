@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -39,12 +39,12 @@ class Attention(Protocol):
 class Positional(Protocol):
     """positional: an nn.Module built as `factory(d_model=, n_heads=, head_dim=, max_len=)`.
 
-    It may act at any of three points; the model calls all three, and a plugin that does not
-    act at one returns its input unchanged (or None for the bias):
+    The model calls both points; a plugin that does not act at one returns its input unchanged
+    (subclass nima.models.positional.Positional for those identity defaults):
       embed(x (B, N, d_model), positions (B, N) or (N,)) -> x      token embeddings
       rotate(q (B, H, N, D), k (B, Hkv, N, D), positions) -> q, k  queries and keys
-      bias(n_heads, positions_q, positions_k) -> (H, Nq, Nk) or None   attention bias (ALiBi)
-    Positions are explicit so KV-cache decoding and packed sequences work.
+    Positions are explicit so KV-cache decoding and packed sequences work. (An attention-bias
+    point, for ALiBi, arrives with the attention contract's bias argument.)
     """
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor: ...
@@ -70,7 +70,12 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
 
+    def encode_batch(self, texts: Sequence[str], **options: Any) -> Any: ...
+
     def save(self, path: str | Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer: ...
 
 
 @runtime_checkable

@@ -76,6 +76,7 @@ class PluginSystem:
         self.pm.add_hookspecs(hookspecs)
         self.registries = Registries()
         self.failures: list[LoadFailure] = []
+        self.packages: dict[str, str] = {}  # loaded distribution -> version (for run.json)
 
     @property
     def hook(self):
@@ -100,7 +101,7 @@ class PluginSystem:
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_ep_sort_key):
             package = ep.dist.name if ep.dist is not None else ep.value.split(".")[0]
             module = ep.value.split(":")[0].split(".")[0]
-            if disabled & {package, module, ep.name}:
+            if disabled & {package, module}:  # entry-point names need not be unique
                 continue
             label = f"{ep.name} = {ep.value}"
             if self.pm.has_plugin(f"{package}:{ep.name}"):
@@ -108,6 +109,7 @@ class PluginSystem:
             try:
                 plugin = ep.load()
                 self.add_plugin(plugin, package=package, name=f"{package}:{ep.name}")
+                self.packages[package] = ep.dist.version if ep.dist is not None else "unknown"
             except Exception as exc:  # a broken third-party package must not take NIMA down
                 message = str(exc) if isinstance(exc, NimaError) else f"{type(exc).__name__}: {exc}"
                 self.failures.append(LoadFailure(package, label, " ".join(message.split())))

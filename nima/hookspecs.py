@@ -22,12 +22,12 @@ def nima_train_start(run: Any) -> None:
 
 @hookspec
 def nima_train_step(run: Any, step: int, metrics: dict[str, float]) -> None:
-    """One optimizer step finished; `metrics` holds train_loss, lr, tokens_per_s."""
+    """Every train.log_interval optimizer steps; `metrics` holds train_loss, lr, tokens_per_s."""
 
 
 @hookspec
 def nima_evaluate(run: Any, step: int, metrics: dict[str, float]) -> None:
-    """An evaluation finished; `metrics` holds val_loss (and is_best)."""
+    """A periodic evaluation finished; `metrics` holds val_loss."""
 
 
 @hookspec

@@ -71,6 +71,7 @@ def test_smoke_run_fills_its_run_directory(smoke_run) -> None:
     assert "best val loss" in result.stdout and summary["sample"] in result.stdout
     run = json.loads((run_dir / "run.json").read_text())
     assert run["seed"] == 1337 and run["torch"] and "data" in run
+    assert run["plugin_packages"]["nima"]  # the version of each plugin distribution used
 
 
 def test_config_gin_reproduces_the_run(smoke_run, tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     system = for_command(getattr(args, "disable_plugins", None))
     config.parse(args.config, args.bind, system)
-    settings = configured_settings()
+    settings = configured_settings(needs=("dataset", "tokenizer"))
     start = time.perf_counter()
     prepared = prepare_tokens(settings.dataset, settings.tokenizer)
     meta = prepared.metadata

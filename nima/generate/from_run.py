@@ -31,7 +31,7 @@ def generate_from_run(
         if not (run_dir / needed).exists():
             raise RunDirError(f"{run_dir} is not a finished run directory: {needed} is missing.")
     config.parse([run_dir / "config.gin"], [], system)
-    settings = configured_settings()
+    settings = configured_settings(needs=("model", "tokenizer"))
     tokenizer = type(settings.tokenizer).load(run_dir / "tokenizer.json")
     device = pick_device(device_name)
     model = settings.model(vocab_size=tokenizer.vocab_size).to(device)

@@ -32,10 +32,13 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def configured_settings() -> TrainSettings:
-    """The `train` configurable as the parsed gin config sets it."""
+TRAINING_NEEDS = ("model", "dataset", "tokenizer", "optimizer", "scheduler")
+
+
+def configured_settings(needs: tuple[str, ...] = TRAINING_NEEDS) -> TrainSettings:
+    """The `train` configurable as the parsed gin config sets it; `needs` must all be set."""
     settings = gin.get_configurable("nima.train")()
-    if missing := settings.missing():
+    if missing := settings.missing(needs):
         raise ConfigError(
             f"The config does not set {', '.join(f'train.{m}' for m in missing)}; "
             f"see experiments/gpt.gin for a complete experiment."
@@ -101,6 +104,7 @@ def run_experiment(
             "data": prepared.metadata,
             "parameters": sum(p.numel() for p in model.parameters()),
             "non_embedding_parameters": model.num_parameters(),
+            "plugin_packages": system.packages,
             **rundir.environment(),
         },
     )

@@ -31,12 +31,8 @@ class TrainSettings:
     sample_prompt: str = "KING"
     sample_tokens: int = 300
 
-    def missing(self) -> list[str]:
-        return [
-            n
-            for n in ("model", "dataset", "tokenizer", "optimizer", "scheduler")
-            if getattr(self, n) is None
-        ]
+    def missing(self, needs: tuple[str, ...]) -> list[str]:
+        return [name for name in needs if getattr(self, name) is None]
 
 
 gin.register("train", module="nima")(TrainSettings)

@@ -1,4 +1,4 @@
-"""The `nima` command: run | plugins | generate | bench | data."""
+"""The `nima` command: run | plugins | generate | plot | bench | data."""
 
 from __future__ import annotations
 
@@ -79,6 +79,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from nima.plot import plot_runs
+
+    out = args.out or args.run_dirs[0] / "loss.png"
+    print(plot_runs(args.run_dirs, out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nima", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -130,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bench_arguments(attention)
     attention.set_defaults(func=main_bench)
+
+    plot = sub.add_parser("plot", parents=[common], help="loss curves of one or more runs")
+    plot.add_argument("run_dirs", nargs="+", type=Path)
+    plot.add_argument("--out", type=Path, help="PNG to write (default: RUN_DIR/loss.png)")
+    plot.set_defaults(func=cmd_plot)
 
     add_data_arguments(sub, parents=[common])
     return parser

@@ -95,6 +95,15 @@ def test_generate_from_a_run(smoke_run) -> None:
     assert sampled.returncode == 0 and sampled.stdout.startswith("KING"), sampled.stderr
 
 
+def test_plot_writes_a_png(smoke_run, tmp_path: Path) -> None:
+    run_dir, _ = smoke_run
+    out = tmp_path / "curves.png"
+    result = nima("plot", str(run_dir), str(run_dir), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_clean_error(nima("plot", str(tmp_path)), "no metrics.jsonl")
+
+
 def test_refuses_a_run_dir_that_holds_a_run(smoke_run) -> None:
     run_dir, _ = smoke_run
     before = (run_dir / "metrics.jsonl").read_bytes()

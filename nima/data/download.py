@@ -67,9 +67,6 @@ def fetch(filename: str, url: str, sha256: str, *, timeout: float = 60.0) -> Pat
                 out.write(block)
         _verify(tmp, sha256)
         os.replace(tmp, path)
-    except DataError:
-        tmp.unlink(missing_ok=True)
-        raise
     except (OSError, ValueError) as exc:  # URLError is an OSError
         tmp.unlink(missing_ok=True)
         raise DataError(
@@ -77,4 +74,7 @@ def fetch(filename: str, url: str, sha256: str, *, timeout: float = 60.0) -> Pat
             f"elsewhere and set {DATA_DIR_ENV} to the folder that holds {filename} "
             f"(e.g. export {DATA_DIR_ENV}=/path/to/data)."
         ) from None
+    except BaseException:  # a bad checksum, Ctrl-C: never leave a partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -51,6 +51,8 @@ class Entry:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, range):
+        return f"{value.start}..{value.stop - 1}"
     if isinstance(value, (list, tuple, set, frozenset)):
         items = [_jsonable(v) for v in value]
         return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
@@ -125,12 +127,17 @@ class Registry:
         return [self._entries[n] for n in self.names()]
 
     def find(self, obj_or_instance: Any) -> Entry | None:
-        """The entry whose object is `obj_or_instance` or its class (to read an instance's capabilities)."""
-        for entry in self._entries.values():
-            target = entry.obj
-            if obj_or_instance is target or (
-                isinstance(target, type) and isinstance(obj_or_instance, target)
-            ):
+        """The entry whose object is `obj_or_instance` or its class (to read an instance's capabilities).
+
+        An exact class match wins over a base class, so a plugin subclassing another is found as
+        itself.
+        """
+        entries = list(self._entries.values())
+        for entry in entries:
+            if obj_or_instance is entry.obj or type(obj_or_instance) is entry.obj:
+                return entry
+        for entry in entries:
+            if isinstance(entry.obj, type) and isinstance(obj_or_instance, entry.obj):
                 return entry
         return None
 

@@ -134,6 +134,7 @@ def test_registered_with_capabilities():
     triton_devices = names["triton"].capabilities["devices"]
     assert "cuda" in triton_devices
     assert ("cpu" in triton_devices) == (os.environ.get("TRITON_INTERPRET") == "1")
+    assert "bfloat16" not in names["triton"].capabilities["dtypes_by_device"]["cpu"]
     assert "float64" not in names["triton"].capabilities["dtypes"]
 
 

@@ -136,30 +136,27 @@ def test_debug_shows_the_traceback() -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
-def test_attention_lacking_a_capability(smoke_run, tmp_path: Path) -> None:
-    """Without TRITON_INTERPRET the Triton kernel cannot run on CPU tensors: refuse up front."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nima.cli",
-            "run",
-            SMOKE,
-            "--device",
-            "cpu",
-            "--run-dir",
-            str(tmp_path / "r"),
-            "--bind",
+@pytest.mark.parametrize(
+    "binding,needles",
+    [
+        (
             "GPT.attention = @attention.triton()",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert_clean_error(result, "triton", "device=cpu", "sdpa")
+            ("attention plugin 'triton'", "device=cpu", "sdpa"),
+        ),
+        ("GPT.positional = @positional.rope_triton", ("'rope_triton'", "device=cpu", "rope")),
+    ],
+)
+def test_plugin_lacking_a_capability(
+    shakespeare_file, tmp_path: Path, binding: str, needles
+) -> None:
+    """Without TRITON_INTERPRET the Triton kernels cannot run on CPU tensors: refuse up front."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    args = ["run", SMOKE, "--device", "cpu", "--run-dir", str(tmp_path / "r"), "--bind", binding]
+    result = subprocess.run(
+        [sys.executable, "-m", "nima.cli", *args],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert_clean_error(result, *needles)
     assert not (tmp_path / "r").exists()  # nothing written
 
 

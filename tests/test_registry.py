@@ -56,6 +56,31 @@ def test_unknown_family_lists_families() -> None:
     assert all(f in str(info.value) for f in FAMILIES)
 
 
+def test_dtypes_can_be_narrowed_per_device() -> None:
+    registry = Registry("attention")
+    kernel = registry.register(
+        "kernel", Fast, package="p",
+        capabilities={"dtypes": ["float32", "bfloat16"],
+                      "dtypes_by_device": {"cpu": ["float32"]}},
+    )  # fmt: skip
+    registry.register("anything", Slow, package="p")
+    require(registry, kernel, device="cuda", dtype="bfloat16")
+    require(registry, kernel, device="cpu", dtype="float32")
+    with pytest.raises(CapabilityError, match="dtype=bfloat16 on cpu.*anything"):
+        require(registry, kernel, device="cpu", dtype="bfloat16")
+
+
+def test_find_prefers_the_exact_class_over_a_base() -> None:
+    class Child(Fast):
+        """A plugin subclassing another."""
+
+    registry = Registry("positional")
+    registry.register("base", Fast, package="p")
+    child = registry.register("child", Child, package="p")
+    assert registry.find(Child()) is child
+    assert registry.find(Fast()).name == "base"
+
+
 def test_capability_error_names_a_plugin_that_has_it() -> None:
     registry = Registry("attention")
     gpu_only = registry.register(

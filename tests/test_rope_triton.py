@@ -12,8 +12,10 @@ import sys
 import nima_positional.rope_triton as rt
 import pytest
 import torch
-from nima_positional.rope import RoPE, RoPETriton, triton_devices
+from nima_positional.rope import RoPE, RoPETriton
 
+from nima.capabilities import triton_devices
+from nima.errors import CapabilityError
 from nima.testing.positional import RopeCase, check_rope_parity
 
 CUDA = torch.cuda.is_available()
@@ -95,7 +97,7 @@ def test_rejects_what_it_cannot_do(monkeypatch):
         fused.rotate(q, q, torch.arange(3))
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert triton_devices() == ["cuda"]
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+    with pytest.raises(CapabilityError, match="TRITON_INTERPRET=1"):
         fused.rotate(torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8), torch.arange(3))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert triton_devices() == ["cuda", "cpu"]
@@ -109,7 +111,7 @@ def test_package_imports_without_triton():
         "try:\n"
         "    nima.get('positional', 'rope_triton')(head_dim=8, max_len=4).rotate("
         "torch.zeros(1, 1, 2, 8), torch.zeros(1, 1, 2, 8), torch.arange(2))\n"
-        "except RuntimeError as e:\n"
+        "except nima.NimaError as e:\n"
         "    assert 'triton is not installed' in str(e), e\n"
         "else:\n"
         "    raise AssertionError('rotate ran without triton')\n"

@@ -129,3 +129,10 @@ def test_tf32_option_on_gpu():
         TritonAttention(allow_tf32=True), cases=GPU_CASES[:2], device="cuda", tolerance=5e-3
     )
     print(f"triton float32 with tf32 dots: {errors}")
+
+
+def test_bf16_on_the_cpu_interpreter_is_refused() -> None:
+    """The interpreter computes bf16 dots wrongly: refuse instead of answering wrongly."""
+    q = torch.randn(1, 2, 5, 16, dtype=torch.bfloat16)
+    with pytest.raises(CapabilityError, match="bfloat16"):
+        TritonAttention()(q, q, q, causal=True)

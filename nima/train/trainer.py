@@ -31,20 +31,17 @@ class Run:
 
 
 def check_model_plugins(model: torch.nn.Module, system: PluginSystem, device: torch.device) -> None:
-    """Fail before training if the attention plugin lacks what this run needs."""
-    attention = getattr(model, "attention", None)
-    registry = system.registries["attention"]
-    entry = registry.find(attention) if attention is not None else None
-    if entry is not None:
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        require(
-            registry,
-            entry,
-            backward=True,
-            device=device.type,
-            dtype=dtype,
-            head_dim=getattr(model, "head_dim", None),
-        )
+    """Fail before training if the attention or positional plugin lacks what this run needs."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    needs = {
+        "attention": dict(backward=True, device=device.type, dtype=dtype, head_dim=model.head_dim),
+        "positional": dict(device=device.type),
+    }
+    for family, need in needs.items():
+        registry = system.registries[family]
+        entry = registry.find(getattr(model, family, None))
+        if entry is not None:
+            require(registry, entry, **need)
 
 
 class Batches:

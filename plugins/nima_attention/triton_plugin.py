@@ -9,35 +9,28 @@ with TRITON_INTERPRET=1 before triton is first imported; this package never sets
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Any
 
 import torch
 from torch import nn
 
+from nima.capabilities import triton_devices
 from nima.errors import CapabilityError
 from nima_attention.common import check_inputs
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+CPU_DTYPES = ["float32", "float16"]  # Triton's interpreter does not widen bf16 dot operands
 MAX_HEAD_DIM = 256
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 def capabilities() -> dict[str, Any]:
     """Declared at registration: CUDA natively, CPU only under TRITON_INTERPRET=1."""
-    devices = (["cuda"] + (["cpu"] if interpreting() else [])) if triton_available() else []
+    dtypes = [str(d).removeprefix("torch.") for d in DTYPES]
     return {
         "backward": True,
-        "dtypes": [str(d).removeprefix("torch.") for d in DTYPES],
-        "devices": devices,
+        "dtypes": dtypes,
+        "devices": triton_devices(),
+        "dtypes_by_device": {"cuda": dtypes, "cpu": CPU_DTYPES},  # the interpreter: no bf16 dots
         "head_dims": range(1, MAX_HEAD_DIM + 1),  # 16/32/64/128 exact; others padded in-kernel
         "masks": ["causal", "causal_bottom_right", "key_padding"],
         "deterministic": True,
@@ -74,15 +67,17 @@ class TritonAttention(nn.Module):
             raise CapabilityError(
                 f"attention.triton supports head dims up to {MAX_HEAD_DIM}, got q {tuple(q.shape)}."
             )
-        if not triton_available():
+        devices = triton_devices()
+        if q.device.type not in devices:
             raise CapabilityError(
-                "attention.triton needs the triton package, which is not installed "
-                "(pip install triton); attention.sdpa and attention.reference do not."
+                f"attention.triton runs on {devices or 'nothing (triton is not installed)'}; "
+                f"got tensors on {q.device}. CPU needs TRITON_INTERPRET=1 set before triton is "
+                "imported; attention.sdpa runs anywhere."
             )
-        if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreting()):
+        if q.device.type == "cpu" and str(q.dtype).removeprefix("torch.") not in CPU_DTYPES:
             raise CapabilityError(
-                "attention.triton runs on CUDA, or on CPU with TRITON_INTERPRET=1 set before "
-                f"triton is imported; got tensors on {q.device}. attention.sdpa runs anywhere."
+                f"attention.triton on CPU (Triton's interpreter) supports {CPU_DTYPES}, got "
+                f"{q.dtype}: the interpreter computes bf16 dots wrongly. Use attention.sdpa there."
             )
         from nima_attention.triton_attention import triton_attention
 

@@ -1,8 +1,9 @@
 """Built-in NIMA positional plugins, registered through the `nima` entry-point group."""
 
 from nima import hookimpl
+from nima.capabilities import triton_devices
 from nima_positional.absolute import Learned, NoPositional, Sinusoidal
-from nima_positional.rope import RoPE, RoPETriton, triton_devices
+from nima_positional.rope import RoPE, RoPETriton
 
 _ANY = {"backward": True, "devices": None}
 

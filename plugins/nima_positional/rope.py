@@ -7,11 +7,10 @@ computed in fp32 and cast back to the input dtype, so low-precision inputs lose 
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import torch
 
+from nima.capabilities import triton_devices
+from nima.errors import CapabilityError
 from nima.models.positional import Positional
 
 
@@ -85,14 +84,6 @@ class RoPE(Positional):
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
 
-def triton_devices() -> list[str]:
-    """Where the Triton kernel can run: CUDA, plus the CPU under TRITON_INTERPRET=1."""
-    if importlib.util.find_spec("triton") is None:
-        return []
-    interpret = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-    return ["cuda", "cpu"] if interpret else ["cuda"]
-
-
 class RoPETriton(RoPE):
     """RoPE with q and k rotated by one fused Triton kernel (forward and backward)."""
 
@@ -103,7 +94,7 @@ class RoPETriton(RoPE):
         check_positions(positions, q.shape[0], q.shape[2], "rope_triton")
         devices = triton_devices()
         if q.device.type not in devices:
-            raise RuntimeError(
+            raise CapabilityError(
                 f"positional.rope_triton runs on {devices or 'nothing (triton is not installed)'}, "
                 f"got a {q.device.type} tensor. Use positional.rope there, or set "
                 "TRITON_INTERPRET=1 before starting Python to run the kernel on the CPU (slow)."

@@ -10,11 +10,7 @@ from pathlib import Path
 from nima.bench import add_bench_arguments, main_bench
 from nima.data.cli import add_data_arguments
 from nima.errors import NimaError
-from nima.hooks import PluginSystem, for_command
-
-
-def _plugin_system(args: argparse.Namespace) -> PluginSystem:
-    return for_command(args.disable_plugins)
+from nima.hooks import for_command
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -23,7 +19,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_experiment(
         args.config,
         args.bind,
-        _plugin_system(args),
+        for_command(args.disable_plugins),
         run_dir=args.run_dir,
         device_name=args.device,
         show_progress=not args.no_progress,
@@ -44,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    system = _plugin_system(args)
+    system = for_command(args.disable_plugins)
     entries = system.registries.entries(args.family)
     if args.json:
         print(json.dumps([e.as_dict() for e in entries], indent=2))
@@ -67,7 +63,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             args.run_dir,
             args.prompt,
             args.max_new_tokens,
-            _plugin_system(args),
+            for_command(args.disable_plugins),
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,

@@ -167,7 +167,7 @@ class Trainer:
         self.run.summary.update(
             steps=step,
             best_step=best_step,
-            best_val_loss=best,
+            best_batches_val_loss=best,  # on the fixed eval batches; final_val_loss is the full split
             wall_s=wall,
             tokens_per_s=tokens_per_step * step / wall if wall else 0.0,
         )

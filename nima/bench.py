@@ -30,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nima.errors import ConfigError
+
 AttnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
 
 
@@ -352,6 +354,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main_bench(args: argparse.Namespace) -> int:
     """Run the attention benchmark from parsed arguments; print the table and the JSON path."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: CUDA is not available here; use --device cpu.")
     rows = run_attention_bench(
         args.device, args.dtype, out_dir=args.out_dir, quick=args.quick, plugins=args.plugins
     )

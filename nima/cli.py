@@ -32,6 +32,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"best val loss: {summary['final_val_loss']:.4f} ({scope}, checkpoint of step "
         f"{summary['best_step']})"
     )
+    if "val_bits_per_char" in summary:
+        print(f"val bits per character: {summary['val_bits_per_char']:.4f}")
     print(
         f"steps {summary['steps']}, wall {summary['wall_s']:.1f}s, "
         f"{summary['tokens_per_s']:,.0f} tokens/s, run dir {summary['run_dir']}"

@@ -25,8 +25,8 @@ class CapabilityError(NimaError):
     """A plugin was asked for something it does not declare (a dtype, a device, backward...)."""
 
 
-class ConfigError(NimaError):
-    """A gin file or binding that cannot be parsed or applied."""
+class ConfigError(NimaError, ValueError):
+    """A gin file, binding or parameter value that cannot be parsed or used."""
 
 
 class DataError(NimaError):

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import nima
+from nima.capabilities import triton_interpreter
 from nima.errors import CapabilityError
 from nima.testing.attention import AttentionCase, check_attention_parity, random_cases
 
@@ -133,7 +134,7 @@ def test_registered_with_capabilities():
         assert caps["backward"] and "float32" in caps["dtypes"]
     triton_devices = names["triton"].capabilities["devices"]
     assert "cuda" in triton_devices
-    assert ("cpu" in triton_devices) == (os.environ.get("TRITON_INTERPRET") == "1")
+    assert ("cpu" in triton_devices) == triton_interpreter()
     assert "bfloat16" not in names["triton"].capabilities["dtypes_by_device"]["cpu"]
     assert "float64" not in names["triton"].capabilities["dtypes"]
 

@@ -131,6 +131,36 @@ def test_bind_of_unknown_parameter() -> None:
     assert_clean_error(nima("run", SMOKE, "--bind", "GPT.n_layer = 2"), "n_layer", "n_layers")
 
 
+def test_bad_parameter_value(shakespeare_file) -> None:
+    result = nima("run", SMOKE, "--bind", "GPT.n_heads = 7")
+    assert_clean_error(result, "d_model=32", "n_heads=7")
+
+
+def test_generate_refuses_bad_sampler_values_and_empty_prompts(smoke_run) -> None:
+    run_dir, _ = smoke_run
+    assert_clean_error(nima("generate", str(run_dir), "--top-k", "0"), "top_k")
+    assert_clean_error(nima("generate", str(run_dir), "--top-p", "1.5"), "top_p")
+    assert_clean_error(nima("generate", str(run_dir), "--prompt", ""), "no tokens")
+
+
+def test_smoke_trains_with_the_triton_kernels_on_the_interpreter(shakespeare_file, tmp_path):
+    """Issue 3's command: attention.triton and rope_triton train on CPU under TRITON_INTERPRET=1."""
+    run_dir = tmp_path / "triton"
+    result = nima(
+        "run", SMOKE, "--run-dir", str(run_dir), "--no-progress",
+        "--bind", "GPT.attention = @attention.triton()",
+        "--bind", "GPT.positional = @positional.rope_triton",
+        "--bind", "train.steps = 3", "--bind", "train.eval_batches = 1",
+        "--bind", "train.sample_tokens = 4",
+        env={"TRITON_INTERPRET": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = (run_dir / "config.gin").read_text()
+    assert "@attention.triton()" in config and "@positional.rope_triton" in config
+    losses = [r["train_loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "train_loss" in r]
+    assert losses and all(0 < loss < 10 for loss in losses)
+
+
 def test_debug_shows_the_traceback() -> None:
     result = nima("run", "experiments/nope.gin", "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr

@@ -1,7 +1,7 @@
 """`nima data prepare CONFIG.gin` builds an experiment's token cache; `nima data info` lists caches.
 
-The lead's `nima/cli.py` wires these in: `add_data_arguments(subparsers, parents=[common])`
-adds the `data` command, whose `func` is `main_data(args) -> exit code`.
+`nima/cli.py` adds the `data` command through `add_data_arguments(subparsers, parents=[common])`;
+its `func` is `main_data(args) -> exit code`.
 """
 
 from __future__ import annotations

@@ -31,13 +31,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify(path: Path, sha256: str) -> None:
+def _verify(path: Path, sha256: str, fix: str) -> None:
     actual = sha256_of(path)
     if actual != sha256:
         raise DataError(
             f"Data file {path} fails its checksum: sha256 {actual}, expected {sha256}. "
-            f"The file is corrupt or a different file; replace it with the original "
-            f"(or delete it so NIMA downloads it again)."
+            f"The file is corrupt or a different file; {fix}"
         )
 
 
@@ -51,12 +50,12 @@ def fetch(filename: str, url: str, sha256: str, *, timeout: float = 60.0) -> Pat
                 f"{DATA_DIR_ENV} is set to {data_dir!r} but {filename} is not there. "
                 f"Put the file there, or unset {DATA_DIR_ENV} to download it from {url}."
             )
-        _verify(path, sha256)
+        _verify(path, sha256, "replace it with the original.")
         return path
 
     path = cache_dir() / "data" / filename
     if path.is_file():
-        _verify(path, sha256)
+        _verify(path, sha256, "delete it so NIMA downloads it again.")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=path.parent)
@@ -65,7 +64,11 @@ def fetch(filename: str, url: str, sha256: str, *, timeout: float = 60.0) -> Pat
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             while block := response.read(1 << 20):
                 out.write(block)
-        _verify(tmp, sha256)
+        _verify(
+            tmp, sha256,
+            f"the download from {url} was discarded. Fetch the original elsewhere and set "
+            f"{DATA_DIR_ENV} to the folder that holds {filename}.",
+        )  # fmt: skip
         os.replace(tmp, path)
     except (OSError, ValueError) as exc:  # URLError is an OSError
         tmp.unlink(missing_ok=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from nima.errors import ConfigError
+
 
 class SamplerChain:
     """Apply logits processors in order, then select: the last sampler's `select`, else sample."""
@@ -14,7 +16,7 @@ class SamplerChain:
     def __init__(self, samplers: Sequence[Any] = ()) -> None:
         selectors = [i for i, s in enumerate(samplers) if hasattr(s, "select")]
         if selectors and selectors != [len(samplers) - 1]:
-            raise ValueError(
+            raise ConfigError(
                 "a selector sampler (such as greedy) must come last in the chain and only once; "
                 f"got {[type(s).__name__ for s in samplers]}"
             )

@@ -41,9 +41,9 @@ def generate_from_run(
     chain = []
     if temperature != 1.0:
         chain.append(samplers.get("temperature")(temperature))
-    if top_k:
+    if top_k is not None:  # the plugins themselves refuse bad values (top_k 0, top_p 1.5)
         chain.append(samplers.get("top_k")(top_k))
-    if top_p:
+    if top_p is not None:
         chain.append(samplers.get("top_p")(top_p))
     if greedy:
         chain.append(samplers.get("greedy")())

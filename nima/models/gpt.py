@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nima.errors import ConfigError
 from nima.models.positional import Positional
 
 
@@ -85,15 +86,15 @@ class GPT(nn.Module):
     ):
         super().__init__()
         if attention is None or positional is None:
-            raise ValueError(
+            raise ConfigError(
                 "GPT needs an attention plugin instance and a positional plugin factory, e.g. "
                 "GPT.attention = @attention.sdpa() and GPT.positional = @positional.rope"
             )
         if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+            raise ConfigError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         n_kv_heads = n_kv_heads or n_heads
         if n_heads % n_kv_heads:
-            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
+            raise ConfigError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
         self.vocab_size, self.context_length = vocab_size, context_length
         self.head_dim = d_model // n_heads
         self.attention = attention  # not a Module in general: kept for capability checks

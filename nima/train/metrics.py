@@ -30,7 +30,10 @@ class MetricsFile:
 
     @hookimpl
     def nima_train_end(self, run: Any, summary: dict[str, Any]) -> None:
-        self._file.close()
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()  # idempotent
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

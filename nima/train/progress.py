@@ -51,4 +51,7 @@ class ProgressDisplay:
     @hookimpl
     def nima_train_end(self, run: Any, summary: dict[str, Any]) -> None:
         self.progress.update(self.task, completed=summary["steps"])
-        self.progress.stop()
+        self.close()
+
+    def close(self) -> None:
+        self.progress.stop()  # idempotent

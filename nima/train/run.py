@@ -62,7 +62,12 @@ def sample_text(
     seed: int,
 ) -> str:
     """`prompt` continued by `n_tokens` tokens through the sampler chain."""
-    ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ConfigError(
+            f"The prompt {prompt!r} encodes to no tokens; give at least one character."
+        )
+    ids = torch.tensor([ids], dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     out = generate(model, ids, n_tokens, SamplerChain(samplers), generator=generator)
     return tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
@@ -130,9 +135,10 @@ def run_experiment(
             settings.seed,
         )
         system.hook.nima_train_end(run=trainer.run, summary=summary)
-    finally:
+    finally:  # also when training raises: close the file, give the terminal back
         for listener in listeners:
             system.pm.unregister(listener)
+            listener.close()
     summary["run_dir"] = str(run_dir)
     rundir.write_json(run_dir / "summary.json", summary)
     return summary

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from nima.capabilities import require
+from nima.errors import DataError
 from nima.hooks import PluginSystem
 from nima.train import checkpoint
 from nima.train.settings import TrainSettings
@@ -49,7 +50,10 @@ class Batches:
 
     def __init__(self, ids: np.ndarray, context: int, batch_size: int, seed: int, device):
         if len(ids) <= context + 1:
-            raise ValueError(f"a split of {len(ids)} tokens is too short for context {context}")
+            raise DataError(
+                f"A split of {len(ids)} tokens is too short for windows of {context + 1} tokens "
+                f"(the model's context_length + 1): use more data or a shorter GPT.context_length."
+            )
         self.data = torch.from_numpy(np.asarray(ids, dtype=np.int64))
         self.context, self.batch_size, self.device = context, batch_size, device
         self.generator = torch.Generator().manual_seed(seed)
@@ -131,6 +135,7 @@ class Trainer:
         best, best_step, step = math.inf, 0, 0
         tokens_per_step = s.batch_size * model.context_length
         start = last_log = time.perf_counter()
+        last_log_step = 0  # throughput counts the steps since the clock was last read
         try:
             for step in range(1, s.steps + 1):
                 x, y = self.train_batches.next()
@@ -144,13 +149,12 @@ class Trainer:
                 self.scheduler.step()
                 if step % s.log_interval == 0 or step == s.steps:
                     now = time.perf_counter()
-                    steps_done = step % s.log_interval or s.log_interval
                     metrics = {
                         "train_loss": loss.item(),
                         "lr": lr,
-                        "tokens_per_s": tokens_per_step * steps_done / (now - last_log),
+                        "tokens_per_s": tokens_per_step * (step - last_log_step) / (now - last_log),
                     }
-                    last_log = now
+                    last_log, last_log_step = now, step
                     hook.nima_train_step(run=self.run, step=step, metrics=metrics)
                 if step % s.eval_interval == 0 or step == s.steps:
                     val_loss = evaluate(model, self.eval_set)
@@ -160,7 +164,8 @@ class Trainer:
                         self._checkpoint("best", step, val_loss)
                     self._checkpoint("last", step, val_loss)
                     hook.nima_evaluate(run=self.run, step=step, metrics={"val_loss": val_loss})
-                    last_log = time.perf_counter()  # eval time is not training throughput
+                    # eval time is not training throughput
+                    last_log, last_log_step = time.perf_counter(), step
         except KeyboardInterrupt:
             self.run.summary["interrupted"] = True
         wall = time.perf_counter() - start

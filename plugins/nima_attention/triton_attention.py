@@ -23,14 +23,15 @@ tests/test_triton_attention.py and the benchmark benchmarks/bench_attention.py.
 from __future__ import annotations
 
 import math
-import os
 from contextlib import nullcontext
 
 import torch
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+from nima.capabilities import triton_interpreter
+
+INTERPRET = triton_interpreter()
 LOG2E = 1.4426950408889634
 
 # Tests set this to fill every output buffer with NaN before a kernel runs, so an element a

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from nima.errors import ConfigError
 from nima.models.positional import Positional
 from nima_positional.rope import check_positions
 
@@ -34,7 +35,7 @@ class Learned(Positional):
 def sinusoidal_table(positions: torch.Tensor, d_model: int) -> torch.Tensor:
     """The fixed sin/cos embedding of "Attention Is All You Need": positions.shape + (d_model,)."""
     if d_model % 2:
-        raise ValueError(f"positional.sinusoidal needs an even d_model, got {d_model}")
+        raise ConfigError(f"positional.sinusoidal needs an even d_model, got {d_model}")
     exponents = torch.arange(0, d_model, 2, device=positions.device, dtype=torch.float32)
     inv_freq = torch.exp(-math.log(10000.0) * exponents / d_model)  # (d_model/2,)
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., d_model/2)
@@ -48,7 +49,7 @@ class Sinusoidal(Positional):
     def __init__(self, *, d_model: int = 0, n_heads: int = 0, head_dim: int = 0, max_len: int = 0):
         super().__init__(d_model=d_model, n_heads=n_heads, head_dim=head_dim, max_len=max_len)
         if d_model % 2:
-            raise ValueError(f"positional.sinusoidal needs an even d_model, got {d_model}")
+            raise ConfigError(f"positional.sinusoidal needs an even d_model, got {d_model}")
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x (B, N, d_model) + the table at positions (N,) or (B, N); any position works."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from nima.capabilities import triton_devices
-from nima.errors import CapabilityError
+from nima.errors import CapabilityError, ConfigError
 from nima.models.positional import Positional
 
 
@@ -19,7 +19,7 @@ def rope_cos_sin(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotation angles, each of shape positions.shape + (head_dim // 2,)."""
     if head_dim % 2:
-        raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
+        raise ConfigError(f"RoPE needs an even head_dim, got {head_dim}")
     exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
     inv_freq = base ** (-exponents / head_dim)  # (D/2,)
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., D/2)

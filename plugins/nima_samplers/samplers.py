@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from nima.errors import ConfigError
+
 
 class Temperature:
     """Divide logits by a temperature (below 1 sharpens, above 1 flattens)."""
 
     def __init__(self, temperature: float = 1.0) -> None:
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature} (use greedy for argmax)")
+            raise ConfigError(f"temperature must be > 0, got {temperature} (use greedy for argmax)")
         self.temperature = temperature
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B, V)
@@ -22,7 +24,7 @@ class TopK:
 
     def __init__(self, k: int = 50) -> None:
         if k < 1:
-            raise ValueError(f"top_k needs k >= 1, got {k}")
+            raise ConfigError(f"top_k needs k >= 1, got {k}")
         self.k = k
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
@@ -36,7 +38,7 @@ class TopP:
 
     def __init__(self, p: float = 0.9) -> None:
         if not 0 < p <= 1:
-            raise ValueError(f"top_p needs 0 < p <= 1, got {p}")
+            raise ConfigError(f"top_p needs 0 < p <= 1, got {p}")
         self.p = p
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from nima.errors import CheckpointError
+from nima.errors import CheckpointError, ConfigError
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<unk>", "<sos>", "<eos>")
 FILE_FORMAT = "nima-tokenizer"
@@ -39,9 +39,9 @@ class Tokenizer:
             dict.fromkeys([*SPECIAL_TOKENS, *special_tokens])
         )
         if any(not isinstance(t, str) or not t for t in self.special_tokens):
-            raise ValueError(f"special_tokens must be non-empty strings, got {special_tokens!r}")
+            raise ConfigError(f"special_tokens must be non-empty strings, got {special_tokens!r}")
         if vocab_size is not None and vocab_size <= len(self.special_tokens):
-            raise ValueError(
+            raise ConfigError(
                 f"{self.kind} tokenizer: vocab_size={vocab_size} leaves no room beside the "
                 f"{len(self.special_tokens)} special tokens; use a larger vocab_size or None."
             )
@@ -217,7 +217,9 @@ class Tokenizer:
         batch = [self.encode(t, add_special_tokens, allowed_special) for t in texts]
         if truncation:
             batch = [
-                ids[:max_length] if truncation_side == "right" else ids[len(ids) - max_length :]
+                ids[:max_length]
+                if truncation_side == "right"
+                else ids[max(0, len(ids) - max_length) :]
                 for ids in batch
             ]
         masks = [[1] * len(ids) for ids in batch]

@@ -24,7 +24,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from nima.errors import CheckpointError
+from nima.errors import CheckpointError, ConfigError
 from nima_tokenizers.base import SPECIAL_TOKENS, Tokenizer, atomic_write_text
 from nima_tokenizers.unicode_classes import pretokenizer
 
@@ -65,7 +65,7 @@ class BPETokenizer(Tokenizer):
         super().__init__(vocab_size, special_tokens)
         n_base = len(self.special_tokens) + 256
         if vocab_size is not None and vocab_size < n_base:
-            raise ValueError(
+            raise ConfigError(
                 f"bpe tokenizer: vocab_size={vocab_size} is below the {n_base} tokens every "
                 f"byte-level vocabulary holds (256 bytes + {len(self.special_tokens)} special)."
             )

@@ -86,7 +86,9 @@ def test_encode_batch_padding_truncation_mask():
     assert cut["input_ids"] == [tok.encode("to "), tok.encode("or"), []]
     cut_left = tok.encode_batch(texts, truncation=True, max_length=3, truncation_side="left")
     assert cut_left["input_ids"][0] == tok.encode(" be")
-    short_left = tok.encode_batch(["or"], truncation=True, max_length=3, truncation_side="left")
+    short_left = tok.encode_batch(
+        ["or"], truncation=True, max_length=3, truncation_side="left", padding=False
+    )
     assert short_left["input_ids"] == [tok.encode("or")]  # shorter than max_length: kept whole
     pt = tok.encode_batch(texts, add_special_tokens=True, return_tensors="pt", max_length=8)
     assert pt["input_ids"].shape == (3, 8) and pt["input_ids"].dtype == torch.long

@@ -23,6 +23,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 import nima  # noqa: E402
+from nima.testing.tokenizers import train_hf_bytelevel_bpe  # noqa: E402
 
 VOCAB = 4096
 SPECIALS = ["<pad>", "<unk>", "<sos>", "<eos>"]
@@ -44,19 +45,7 @@ def train_nima(text: str):
 
 
 def train_hf(text: str):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([text], trainer)
-    return tok
+    return train_hf_bytelevel_bpe(text, VOCAB, SPECIALS)
 
 
 TRAIN = {"nima": train_nima, "hf": train_hf}

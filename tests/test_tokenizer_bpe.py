@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import nima
 from nima.errors import CheckpointError
+from nima.testing.tokenizers import train_hf_bytelevel_bpe
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -40,18 +41,7 @@ HARD_STRINGS = [
 
 def train_both(text: str, vocab_size: int):
     """A NIMA bpe and a Hugging Face byte-level BPE trained on the same text and settings."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    hf = Tokenizer(models.BPE())
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    hf.train_from_iterator([text], trainer)
+    hf = train_hf_bytelevel_bpe(text, vocab_size, SPECIALS)
     ours = nima.get("tokenizer", "bpe")(vocab_size=vocab_size)
     ours.train(text)
     return ours, hf

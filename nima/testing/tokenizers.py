@@ -1,0 +1,28 @@
+"""The interoperability reference for byte-level BPE: a Hugging Face `tokenizers` model trained
+with the settings NIMA's `bpe` uses (GPT-2 byte-level pre-tokenizer, no prefix space, the four
+special tokens first). Needs the `tokenizers` package (a dev dependency)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<sos>", "<eos>")
+
+
+def train_hf_bytelevel_bpe(
+    text: str, vocab_size: int, special_tokens: Sequence[str] = SPECIAL_TOKENS
+):
+    """A `tokenizers.Tokenizer` byte-level BPE trained on `text`, comparable with `bpe`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([text], trainer)
+    return tok

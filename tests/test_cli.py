@@ -161,6 +161,14 @@ def test_smoke_trains_with_the_triton_kernels_on_the_interpreter(shakespeare_fil
     assert losses and all(0 < loss < 10 for loss in losses)
 
 
+def test_empty_sample_prompt_is_refused_before_training(shakespeare_file, tmp_path) -> None:
+    result = nima(
+        "run", SMOKE, "--run-dir", str(tmp_path / "r"), "--bind", "train.sample_prompt = ''"
+    )
+    assert_clean_error(result, "no tokens")
+    assert not (tmp_path / "r").exists()
+
+
 def test_debug_shows_the_traceback() -> None:
     result = nima("run", "experiments/nope.gin", "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr

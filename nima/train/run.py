@@ -52,6 +52,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """A generation prompt's ids; an empty one is refused (the model needs one token to start)."""
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ConfigError(
+            f"The prompt {prompt!r} encodes to no tokens; give at least one character."
+        )
+    return ids
+
+
 def sample_text(
     model,
     tokenizer,
@@ -62,12 +72,7 @@ def sample_text(
     seed: int,
 ) -> str:
     """`prompt` continued by `n_tokens` tokens through the sampler chain."""
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ConfigError(
-            f"The prompt {prompt!r} encodes to no tokens; give at least one character."
-        )
-    ids = torch.tensor([ids], dtype=torch.long, device=device)
+    ids = torch.tensor([encode_prompt(tokenizer, prompt)], dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     out = generate(model, ids, n_tokens, SamplerChain(samplers), generator=generator)
     return tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
@@ -93,6 +98,7 @@ def run_experiment(
     tokenizer = prepared.tokenizer
     model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
     check_model_plugins(model, system, device)  # fail before anything is written
+    encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
     run_dir = rundir.claim(Path(run_dir) if run_dir else rundir.default_run_dir(config_files[0]))
     meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
     trainer = Trainer(settings, model, prepared.splits, run_dir, device, system, meta)

@@ -136,3 +136,12 @@ def test_bf16_on_the_cpu_interpreter_is_refused() -> None:
     q = torch.randn(1, 2, 5, 16, dtype=torch.bfloat16)
     with pytest.raises(CapabilityError, match="bfloat16"):
         TritonAttention()(q, q, q, causal=True)
+
+
+def test_fp16_on_the_interpreter() -> None:
+    """float16 is declared for the CPU interpreter, so it is checked there too (small cases)."""
+    cases = [DEFAULT_CASES[2], DEFAULT_CASES[4], DEFAULT_CASES[6]]  # GQA, chunked prefill, empty
+    errors = check_attention_parity(
+        TritonAttention(), dtype=torch.float16, cases=cases, device=DEVICE
+    )
+    print(f"fp16 worst relative errors: {errors}")

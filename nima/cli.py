@@ -127,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device")
     gen.set_defaults(func=cmd_generate)
 
-    bench = sub.add_parser(
-        "bench", parents=[common], help="benchmarks: attention kernels side by side"
-    )
+    bench = sub.add_parser("bench", help="benchmarks: attention kernels side by side")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     attention = bench_sub.add_parser(
         "attention", parents=[common], help="attention plugins vs SDPA"

@@ -17,7 +17,8 @@ from nima.data.tokens import cache_entries, prepare_tokens, tokens_root
 
 def add_data_arguments(subparsers: Any, parents: list[argparse.ArgumentParser] = ()) -> None:
     """Add `data prepare` and `data info` to the `nima` subparsers."""
-    data = subparsers.add_parser("data", parents=list(parents), help="token caches: prepare, info")
+    # the common options go on the leaf commands only: a group's defaults would override them
+    data = subparsers.add_parser("data", help="token caches: prepare, info")
     sub = data.add_subparsers(dest="data_command", required=True)
     prepare = sub.add_parser(
         "prepare", parents=list(parents), help="build an experiment's token cache"

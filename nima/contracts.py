@@ -35,6 +35,31 @@ class Attention(Protocol):
     ) -> torch.Tensor: ...
 
 
+def visible_keys(
+    n_q: int,
+    n_k: int,
+    *,
+    causal: bool,
+    key_padding_mask: torch.Tensor | None,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """bool (B or 1, 1, Nq, Nk): True where query i may attend key j; None if all are visible.
+
+    The visibility the Attention contract defines, for plugin authors to reuse: causal queries
+    are the last Nq of Nk positions (query i sees keys j <= i + Nk - Nq); key_padding_mask is
+    bool (B, Nk), True where a key may be attended.
+    """
+    visible = None
+    if causal:
+        i = torch.arange(n_q, device=device)[:, None]
+        j = torch.arange(n_k, device=device)[None, :]
+        visible = (j <= i + (n_k - n_q))[None, None]  # (1, 1, Nq, Nk), bottom-right aligned
+    if key_padding_mask is not None:
+        keys = key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
+        visible = keys if visible is None else visible & keys
+    return visible
+
+
 @runtime_checkable
 class Positional(Protocol):
     """positional: an nn.Module built as `factory(d_model=, n_heads=, head_dim=, max_len=)`.

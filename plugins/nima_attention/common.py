@@ -65,23 +65,3 @@ def check_inputs(
             raise AttentionInputError(
                 f"{where}: key_padding_mask is on {key_padding_mask.device}, q on {q.device}."
             )
-
-
-def visible_keys(
-    n_q: int,
-    n_k: int,
-    *,
-    causal: bool,
-    key_padding_mask: torch.Tensor | None,
-    device: torch.device,
-) -> torch.Tensor | None:
-    """bool (B or 1, 1, Nq, Nk): True where query i may attend key j; None if all are visible."""
-    visible = None
-    if causal:
-        i = torch.arange(n_q, device=device)[:, None]
-        j = torch.arange(n_k, device=device)[None, :]
-        visible = (j <= i + (n_k - n_q))[None, None]  # (1, 1, Nq, Nk), bottom-right aligned
-    if key_padding_mask is not None:
-        keys = key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
-        visible = keys if visible is None else visible & keys
-    return visible

@@ -10,7 +10,8 @@ import torch
 from einops import einsum, rearrange
 from torch import nn
 
-from nima_attention.common import check_inputs, visible_keys
+from nima.contracts import visible_keys
+from nima_attention.common import check_inputs
 
 
 class ReferenceAttention(nn.Module):

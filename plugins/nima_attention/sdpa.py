@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nima_attention.common import check_inputs, visible_keys
+from nima.contracts import visible_keys
+from nima_attention.common import check_inputs
 
 
 class SdpaAttention(nn.Module):

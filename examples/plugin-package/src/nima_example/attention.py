@@ -18,6 +18,7 @@ import math
 
 import torch
 from nima import NimaError
+from nima.contracts import visible_keys
 from torch import nn
 
 
@@ -67,8 +68,11 @@ class SoftcapAttention(nn.Module):
         if self.cap is not None:
             scores = self.cap * torch.tanh(scores / self.cap)
 
-        visible = _visible(Nq, Nk, causal, key_padding_mask, q.device)  # (B|1, 1, 1, Nq, Nk)
+        visible = visible_keys(
+            Nq, Nk, causal=causal, key_padding_mask=key_padding_mask, device=q.device
+        )
         if visible is not None:
+            visible = visible[:, :, None]  # (B|1, 1, 1, Nq, Nk): broadcast over kv heads and groups
             # A finite fill keeps rows with no visible key NaN-free; multiplying the
             # probabilities by the mask then makes those rows (and their gradients) exactly zero.
             scores = scores.masked_fill(~visible, torch.finfo(dtype).min)
@@ -77,28 +81,6 @@ class SoftcapAttention(nn.Module):
             probs = probs * visible
         out = probs @ vg  # (B, Hkv, G, Nq, D)
         return out.reshape(B, H, Nq, D).to(q.dtype)
-
-
-def _visible(
-    n_q: int,
-    n_k: int,
-    causal: bool,
-    key_padding_mask: torch.Tensor | None,
-    device: torch.device,
-) -> torch.Tensor | None:
-    """bool (B or 1, 1, 1, Nq, Nk), True where query i may see key j; None if all are visible.
-
-    Causal queries are the LAST Nq of Nk positions: query i sees keys j <= i + Nk - Nq.
-    """
-    visible = None
-    if causal:
-        i = torch.arange(n_q, device=device)[:, None]
-        j = torch.arange(n_k, device=device)[None, :]
-        visible = (j <= i + (n_k - n_q))[None, None, None]
-    if key_padding_mask is not None:
-        keys = key_padding_mask[:, None, None, None, :]  # (B, 1, 1, 1, Nk)
-        visible = keys if visible is None else visible & keys
-    return visible
 
 
 def _check_inputs(

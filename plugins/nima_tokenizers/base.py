@@ -234,25 +234,20 @@ class Tokenizer:
                     batch[k], masks[k] = [self.pad_id] * fill + ids, [0] * fill + masks[k]
         elif return_tensors is not None and len({len(ids) for ids in batch}) > 1:
             raise ValueError("return_tensors needs sequences of one length: use padding=True")
+        if return_tensors is None:
+            return {"input_ids": batch, "attention_mask": masks}
+        import numpy as np
+
+        shape = (len(batch), len(batch[0]) if batch else 0)
+        arrays = {
+            "input_ids": np.array(batch, dtype=np.int64).reshape(shape),
+            "attention_mask": np.array(masks, dtype=np.int64).reshape(shape),
+        }
         if return_tensors == "pt":
             import torch
 
-            n = len(batch)
-            shape = (n, len(batch[0]) if n else 0)
-            return {
-                "input_ids": torch.tensor(batch, dtype=torch.long).reshape(shape),
-                "attention_mask": torch.tensor(masks, dtype=torch.long).reshape(shape),
-            }
-        if return_tensors == "np":
-            import numpy as np
-
-            n = len(batch)
-            shape = (n, len(batch[0]) if n else 0)
-            return {
-                "input_ids": np.array(batch, dtype=np.int64).reshape(shape),
-                "attention_mask": np.array(masks, dtype=np.int64).reshape(shape),
-            }
-        return {"input_ids": batch, "attention_mask": masks}
+            return {name: torch.from_numpy(a) for name, a in arrays.items()}
+        return arrays
 
     # ----- the file -------------------------------------------------------------------------
 

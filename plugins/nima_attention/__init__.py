@@ -12,23 +12,19 @@ from nima_attention.triton_plugin import TritonAttention, capabilities
 
 __all__ = ["ReferenceAttention", "SdpaAttention", "TritonAttention"]
 
-_ALL_FLOATS = ["float32", "float64", "float16", "bfloat16"]
-_MASKS = ["causal", "causal_bottom_right", "key_padding"]
+# reference and sdpa: any device, any float dtype, any head dim, every mask
+_PLAIN_TORCH = {
+    "backward": True,
+    "dtypes": ["float32", "float64", "float16", "bfloat16"],
+    "devices": None,
+    "head_dims": None,
+    "masks": ["causal", "causal_bottom_right", "key_padding"],
+}
 
 
 @hookimpl
 def nima_register(registry) -> None:
     """Register the built-in attention plugins."""
-    registry.attention(
-        "reference",
-        ReferenceAttention,
-        capabilities={"backward": True, "dtypes": _ALL_FLOATS, "devices": None,
-                      "head_dims": None, "masks": _MASKS},
-    )  # fmt: skip
-    registry.attention(
-        "sdpa",
-        SdpaAttention,
-        capabilities={"backward": True, "dtypes": _ALL_FLOATS, "devices": None,
-                      "head_dims": None, "masks": _MASKS},
-    )  # fmt: skip
+    registry.attention("reference", ReferenceAttention, capabilities=_PLAIN_TORCH)
+    registry.attention("sdpa", SdpaAttention, capabilities=_PLAIN_TORCH)
     registry.attention("triton", TritonAttention, capabilities=capabilities())

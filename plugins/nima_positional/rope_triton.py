@@ -38,25 +38,25 @@ def _rope_kernel(
     sin = SIN_SIGN * tl.load(sin_ptr + b * cs_sb + n * cs_sn + d, mask=d_mask, other=0.0)
     cos, sin = cos[None, :], sin[None, :]  # (1, BLOCK_D)
 
-    # q: all H heads of this token, (BLOCK_H, BLOCK_D) per half
-    h = tl.arange(0, BLOCK_H)[:, None]
-    mask = (h < H) & d_mask[None, :]
-    src = q_ptr + b * q_sb + n * q_sn + h * q_sh + d[None, :]
-    dst = q_out_ptr + b * qo_sb + n * qo_sn + h * qo_sh + d[None, :]
-    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(dst, (x1 * cos - x2 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
-    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(q_out_ptr.dtype.element_ty), mask=mask)
+    # q: all H heads of this token; k: all HKV heads, same angles
+    _rotate_heads(q_ptr + b * q_sb + n * q_sn, q_out_ptr + b * qo_sb + n * qo_sn, q_sh, qo_sh,
+                  H, HALF, d, d_mask, cos, sin, BLOCK_H)  # fmt: skip
+    _rotate_heads(k_ptr + b * k_sb + n * k_sn, k_out_ptr + b * ko_sb + n * ko_sn, k_sh, ko_sh,
+                  HKV, HALF, d, d_mask, cos, sin, BLOCK_HKV)  # fmt: skip
 
-    # k: all HKV heads of this token, same angles
-    h = tl.arange(0, BLOCK_HKV)[:, None]
-    mask = (h < HKV) & d_mask[None, :]
-    src = k_ptr + b * k_sb + n * k_sn + h * k_sh + d[None, :]
-    dst = k_out_ptr + b * ko_sb + n * ko_sn + h * ko_sh + d[None, :]
+
+@triton.jit
+def _rotate_heads(src_ptr, dst_ptr, src_sh, dst_sh, N_HEADS, HALF, d, d_mask, cos, sin,
+                  BLOCK: tl.constexpr):  # fmt: skip
+    """Rotate every head of one token: (BLOCK heads, BLOCK_D pairs) per half, in fp32."""
+    h = tl.arange(0, BLOCK)[:, None]
+    mask = (h < N_HEADS) & d_mask[None, :]
+    src = src_ptr + h * src_sh + d[None, :]
+    dst = dst_ptr + h * dst_sh + d[None, :]
     x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(dst, (x1 * cos - x2 * sin).to(k_out_ptr.dtype.element_ty), mask=mask)
-    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(k_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst, (x1 * cos - x2 * sin).to(dst_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, (x2 * cos + x1 * sin).to(dst_ptr.dtype.element_ty), mask=mask)
 
 
 def _new_output(x: torch.Tensor) -> torch.Tensor:

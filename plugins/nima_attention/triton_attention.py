@@ -73,6 +73,24 @@ _KEY = ["N_Q", "N_K", "HEAD_DIM", "CAUSAL", "HAS_MASK"]
 
 
 @triton.jit
+def _load_tile(base, offs_r, offs_d, stride_r, stride_d, r_ok, d_ok):
+    """A (rows, BLOCK_D) tile: row r of head dim d at base + r*stride_r + d*stride_d; 0 outside."""
+    return tl.load(
+        base + offs_r[:, None] * stride_r + offs_d[None, :] * stride_d,
+        mask=r_ok[:, None] & d_ok[None, :], other=0.0,
+    )  # fmt: skip
+
+
+@triton.jit
+def _load_tile_t(base, offs_r, offs_d, stride_r, stride_d, r_ok, d_ok):
+    """The same tile transposed, (BLOCK_D, rows): the right operand of Q K^T and dO V^T."""
+    return tl.load(
+        base + offs_r[None, :] * stride_r + offs_d[:, None] * stride_d,
+        mask=r_ok[None, :] & d_ok[:, None], other=0.0,
+    )  # fmt: skip
+
+
+@triton.jit
 def _visible(
     offs_m, offs_n, keep, N_Q, N_K,
     CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, MASKED: tl.constexpr,
@@ -99,10 +117,7 @@ def _fwd_inner(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N_K
         d_ok = offs_d < HEAD_DIM
-        kt = tl.load(  # (BLOCK_D, BLOCK_N): K transposed
-            k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-            mask=n_ok[None, :] & d_ok[:, None], other=0.0,
-        )  # fmt: skip
+        kt = _load_tile_t(k_base, offs_n, offs_d, stride_kn, stride_kd, n_ok, d_ok)  # K^T
         s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
         keep = n_ok
         if HAS_MASK:
@@ -115,10 +130,7 @@ def _fwd_inner(
         p = tl.exp2(s - m_safe[:, None])
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(
-            v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-            mask=n_ok[:, None] & d_ok[None, :], other=0.0,
-        )  # fmt: skip
+        v = _load_tile(v_base, offs_n, offs_d, stride_vn, stride_vd, n_ok, d_ok)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -146,11 +158,9 @@ def _attn_fwd(
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N_Q
     d_ok = offs_d < HEAD_DIM
-    q = tl.load(
-        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
-        + offs_d[None, :] * stride_qd,
-        mask=m_ok[:, None] & d_ok[None, :], other=0.0,
-    )  # fmt: skip
+    q = _load_tile(
+        Q + b * stride_qb + h * stride_qh, offs_m, offs_d, stride_qn, stride_qd, m_ok, d_ok
+    )
     k_base = K + b * stride_kb + kv_h * stride_kh
     v_base = V + b * stride_vb + kv_h * stride_vh
     mask_base = MASK + b * stride_mb
@@ -201,17 +211,12 @@ def _attn_bwd_delta(
     h = tl.program_id(1) % H
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    ok = (offs_m[:, None] < N_Q) & (offs_d[None, :] < HEAD_DIM)
-    o = tl.load(
-        OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
-        + offs_d[None, :] * stride_od,
-        mask=ok, other=0.0,
-    )  # fmt: skip
-    do = tl.load(
-        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don
-        + offs_d[None, :] * stride_dod,
-        mask=ok, other=0.0,
-    )  # fmt: skip
+    m_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_DIM
+    o = _load_tile(OUT + b * stride_ob + h * stride_oh, offs_m, offs_d, stride_on, stride_od,
+                   m_ok, d_ok)  # fmt: skip
+    do = _load_tile(DO + b * stride_dob + h * stride_doh, offs_m, offs_d, stride_don, stride_dod,
+                    m_ok, d_ok)  # fmt: skip
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + tl.program_id(1) * N_Q + offs_m, delta, mask=offs_m < N_Q)
 
@@ -227,14 +232,8 @@ def _bwd_kv_inner(
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_ok = offs_m < N_Q
-        q = tl.load(
-            q_base + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-            mask=m_ok[:, None] & d_ok[None, :], other=0.0,
-        )  # fmt: skip
-        do = tl.load(
-            do_base + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
-            mask=m_ok[:, None] & d_ok[None, :], other=0.0,
-        )  # fmt: skip
+        q = _load_tile(q_base, offs_m, offs_d, stride_qn, stride_qd, m_ok, d_ok)
+        do = _load_tile(do_base, offs_m, offs_d, stride_don, stride_dod, m_ok, d_ok)
         # Queries past Nq: lse = +inf makes their probabilities exactly 0.
         lse = tl.load(lse_base + offs_m, mask=m_ok, other=float("inf"))
         delta = tl.load(delta_base + offs_m, mask=m_ok, other=0.0)
@@ -271,17 +270,12 @@ def _attn_bwd_dkdv(
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     n_ok = offs_n < N_K
-    nd_ok = n_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
-    k = tl.load(
-        K + b * stride_kb + kv_h * stride_kh + offs_n[:, None] * stride_kn
-        + offs_d[None, :] * stride_kd,
-        mask=nd_ok, other=0.0,
-    )  # fmt: skip
-    v = tl.load(
-        V + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vn
-        + offs_d[None, :] * stride_vd,
-        mask=nd_ok, other=0.0,
-    )  # fmt: skip
+    d_ok = offs_d < HEAD_DIM
+    nd_ok = n_ok[:, None] & d_ok[None, :]
+    k = _load_tile(K + b * stride_kb + kv_h * stride_kh, offs_n, offs_d, stride_kn, stride_kd,
+                   n_ok, d_ok)  # fmt: skip
+    v = _load_tile(V + b * stride_vb + kv_h * stride_vh, offs_n, offs_d, stride_vn, stride_vd,
+                   n_ok, d_ok)  # fmt: skip
     keep = n_ok
     if HAS_MASK:
         keep = tl.load(MASK + b * stride_mb + offs_n, mask=n_ok, other=0) != 0
@@ -329,14 +323,8 @@ def _bwd_q_inner(
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N_K
-        kt = tl.load(
-            k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-            mask=n_ok[None, :] & d_ok[:, None], other=0.0,
-        )  # fmt: skip
-        vt = tl.load(
-            v_base + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd,
-            mask=n_ok[None, :] & d_ok[:, None], other=0.0,
-        )  # fmt: skip
+        kt = _load_tile_t(k_base, offs_n, offs_d, stride_kn, stride_kd, n_ok, d_ok)
+        vt = _load_tile_t(v_base, offs_n, offs_d, stride_vn, stride_vd, n_ok, d_ok)
         s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
         p = tl.exp2(s - lse[:, None])
         if MASKED or HAS_MASK:
@@ -372,17 +360,12 @@ def _attn_bwd_dq(
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N_Q
-    md_ok = m_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
-    q = tl.load(
-        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
-        + offs_d[None, :] * stride_qd,
-        mask=md_ok, other=0.0,
-    )  # fmt: skip
-    do = tl.load(
-        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don
-        + offs_d[None, :] * stride_dod,
-        mask=md_ok, other=0.0,
-    )  # fmt: skip
+    d_ok = offs_d < HEAD_DIM
+    md_ok = m_ok[:, None] & d_ok[None, :]
+    q = _load_tile(Q + b * stride_qb + h * stride_qh, offs_m, offs_d, stride_qn, stride_qd,
+                   m_ok, d_ok)  # fmt: skip
+    do = _load_tile(DO + b * stride_dob + h * stride_doh, offs_m, offs_d, stride_don, stride_dod,
+                    m_ok, d_ok)  # fmt: skip
     lse = tl.load(LSE + tl.program_id(1) * N_Q + offs_m, mask=m_ok, other=float("inf"))
     delta = tl.load(DELTA + tl.program_id(1) * N_Q + offs_m, mask=m_ok, other=0.0)
     k_base = K + b * stride_kb + kv_h * stride_kh

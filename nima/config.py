@@ -51,7 +51,9 @@ def _gin_sources(files: Sequence[Path]) -> list[tuple[str, str]]:
         seen.add(path.resolve())
         text = path.read_text()
         sources.append((str(path), text))
-        todo += [path.parent / inc for inc in _INCLUDE.findall(text)] + _INCLUDE.findall(text)
+        for include in _INCLUDE.findall(text):  # beside the including file, else as given
+            beside = path.parent / include
+            todo.append(beside if beside.is_file() else Path(include))
     return sources
 
 

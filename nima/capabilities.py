@@ -7,6 +7,9 @@ Declared capabilities (all optional) an attention plugin may carry:
     head_dims: list[int] | None None means any head dimension
     dtypes_by_device: {device: [dtype, ...]}   narrows `dtypes` per device (e.g. no bf16 on the
                                 Triton CPU interpreter)
+    interpreter: {device: how}  devices the plugin reaches only through an interpreter (correct,
+                                far too slow to time), and how to enable it there; a Triton
+                                kernel declares TRITON_INTERPRETER
 The check names the registered plugins that do have what was asked for. No silent fallback.
 """
 
@@ -14,10 +17,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from nima.errors import CapabilityError
 from nima.registry import Entry, Registry
+
+TRITON_INTERPRETER: dict[str, str] = {
+    "cpu": "set TRITON_INTERPRET=1 in the environment before triton is first imported "
+    "(Triton's interpreter: correct, slow)"
+}
+"""The `interpreter` capability of a Triton kernel: CPU tensors through Triton's interpreter."""
 
 
 def lacks(entry: Entry, needs: dict[str, Any]) -> list[str]:
@@ -30,7 +40,8 @@ def lacks(entry: Entry, needs: dict[str, Any]) -> list[str]:
         if need in needs and caps.get(declared) is not None and needs[need] not in caps[declared]:
             missing.append(f"{need}={needs[need]}")
     per_device = (caps.get("dtypes_by_device") or {}).get(needs.get("device"))
-    if "dtype" in needs and per_device is not None and needs["dtype"] not in per_device:
+    narrowed_out = per_device is not None and needs.get("dtype") not in per_device
+    if "dtype" in needs and narrowed_out and f"dtype={needs['dtype']}" not in missing:
         missing.append(f"dtype={needs['dtype']} on {needs['device']}")
     return missing
 
@@ -47,16 +58,63 @@ def triton_devices() -> list[str]:
     return ["cuda", "cpu"] if triton_interpreter() else ["cuda"]
 
 
+def describe(caps: dict[str, Any]) -> str:
+    """The checked capabilities as a phrase: 'forward and backward; devices cuda; head dims 1..256'.
+
+    `backward` is always described (absent means no backward); the others when declared.
+    """
+    parts = ["forward and backward" if caps.get("backward") else "forward only (no backward)"]
+    devices = caps.get("devices")
+    if "devices" in caps:
+        parts.append("any device" if devices is None else f"devices {_join(devices) or 'none'}")
+    if "dtypes" in caps or "dtypes_by_device" in caps:
+        dtypes = caps.get("dtypes")
+        narrowed = [
+            f"{device}: {_join(only)}"
+            for device, only in (caps.get("dtypes_by_device") or {}).items()
+            if (devices is None or device in devices) and (dtypes is None or only != dtypes)
+        ]
+        text = "any dtype" if dtypes is None else f"dtypes {_join(dtypes)}"
+        parts.append(f"{text} ({'; '.join(narrowed)})" if narrowed else text)
+    if "head_dims" in caps:
+        head_dims = caps["head_dims"]
+        parts.append("any head dim" if head_dims is None else f"head dims {_span(head_dims)}")
+    return "; ".join(parts)
+
+
+def _join(items: Iterable[Any]) -> str:
+    return ", ".join(map(str, items))
+
+
+def _span(values: Iterable[int]) -> str:
+    """'1..256' for a range (or any run of consecutive ints), else the values listed."""
+    values = list(values)
+    consecutive = len(values) > 2 and values == list(range(values[0], values[-1] + 1))
+    return f"{values[0]}..{values[-1]}" if consecutive else _join(values) or "none"
+
+
+def interpreter_hint(entry: Entry, device: str | None) -> str | None:
+    """How to reach `device` through the interpreter the entry declares, if it declares one."""
+    return (entry.capabilities.get("interpreter") or {}).get(device)
+
+
 def require(registry: Registry, entry: Entry, **needs: Any) -> None:
     """Raise CapabilityError if `entry` lacks any of `needs`, naming plugins that have them."""
     missing = lacks(entry, needs)
     if not missing:
         return
+    asked = ", ".join(f"{k}={v}" if v is not True else k for k, v in needs.items())
     able = [e.name for e in registry.entries() if e is not entry and not lacks(e, needs)]
     alternatives = (
-        f" Plugins that support it: {', '.join(able)}." if able else " No registered plugin does."
+        f"Plugins that support {asked}: {', '.join(able)}."
+        if able
+        else f"No registered {registry.family} plugin supports {asked}."
     )
+    hint = interpreter_hint(entry, needs.get("device"))
+    via = ""
+    if hint and f"device={needs['device']}" in missing:
+        via = f" On {needs['device']} it runs only through an interpreter: {hint}."
     raise CapabilityError(
         f"{registry.family} plugin {entry.name!r} (package {entry.package!r}) does not support "
-        f"{', '.join(missing)}; it declares {entry.capabilities}.{alternatives}"
+        f"{', '.join(missing)}. It supports {describe(entry.capabilities)}.{via} {alternatives}"
     )

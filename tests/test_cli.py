@@ -224,14 +224,46 @@ def test_no_data_and_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert not any((tmp_path / "cache").rglob("*.txt*")), "a partial download was left behind"
 
 
-def test_plugins_listing() -> None:
-    result = nima("plugins", "--json")
+THIRD_PARTY = '''
+from nima import hookimpl
+
+
+class Echo:
+    """Returns v: a third-party attention."""
+
+    def __call__(self, q, k, v, *, causal, scale=None, key_padding_mask=None):
+        return v
+
+
+@hookimpl
+def nima_register(registry):
+    registry.attention("echo_listing", Echo)
+'''
+
+
+def test_plugins_listing(tmp_path: Path) -> None:
+    """As in a user's environment: another plugin package is installed beside the built-ins."""
+    (tmp_path / "echo_listing.py").write_text(THIRD_PARTY)
+    info = tmp_path / "echo_listing-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-listing\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[nima]\necho_listing = echo_listing\n")
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    env = {"PYTHONPATH": path}
+
+    result = nima("plugins", "--json", env=env)
     assert result.returncode == 0, result.stderr
     entries = json.loads(result.stdout)
     assert {"family", "name", "package", "description", "capabilities"} <= set(entries[0])
-    names = {(e["family"], e["name"]) for e in entries}
-    assert {("attention", "sdpa"), ("positional", "rope"), ("model", "gpt")} <= names
-    table = nima("plugins", "--family", "sampler")
+    names = {(e["family"], e["name"], e["package"]) for e in entries}
+    built_in = {
+        ("attention", "sdpa", "nima"),
+        ("positional", "rope", "nima"),
+        ("model", "gpt", "nima"),
+    }
+    assert built_in | {("attention", "echo_listing", "echo-listing")} <= names
+    table = nima("plugins", "--family", "sampler", env=env)
     assert table.returncode == 0 and "top_p" in table.stdout
-    disabled = nima("plugins", "--json", "--disable-plugins", "nima")
-    assert json.loads(disabled.stdout) == []
+    disabled = json.loads(nima("plugins", "--json", "--disable-plugins", "nima", env=env).stdout)
+    packages = {e["package"] for e in disabled}
+    assert "nima" not in packages and "echo-listing" in packages  # others' plugins stay listed

@@ -3,32 +3,65 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from nima.errors import RunDirError
 from nima.train.metrics import read_metrics
 
+Points = tuple[list[int], list[float]]
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One run's (steps, losses) for the train and validation loss; either may be empty."""
+
+    name: str
+    train: Points
+    val: Points
+
+
+def read_curves(run_dir: Path) -> Curves | str:
+    """The run's loss curves, or why it has none (no metrics.jsonl, or no loss logged)."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return f"{run_dir} (no metrics.jsonl)"
+    records = read_metrics(metrics)
+
+    def points(key: str) -> Points:
+        return [r["step"] for r in records if key in r], [r[key] for r in records if key in r]
+
+    curves = Curves(run_dir.name, points("train_loss"), points("val_loss"))
+    if not curves.train[0] and not curves.val[0]:
+        return f"{run_dir} (metrics.jsonl has no train_loss or val_loss)"
+    return curves
+
 
 def plot_runs(run_dirs: Sequence[Path], out: Path) -> Path:
-    """Write a PNG of each run's train loss (thin) and val loss (markers) to `out`."""
+    """Write a PNG of each run's train loss (thin) and val loss (markers) to `out`.
+
+    Every run must have logged a loss; otherwise nothing is written and the runs without one
+    are named.
+    """
+    found = [read_curves(Path(d)) for d in run_dirs]
+    empty = [f for f in found if isinstance(f, str)]
+    runs = [f for f in found if isinstance(f, Curves)]
+    if empty:
+        raise RunDirError(
+            f"Nothing to plot for {'; '.join(empty)}. `nima plot` takes run directories written "
+            "by `nima run` that have logged at least one step (metrics.jsonl with train_loss or "
+            "val_loss, written every train.log_interval steps); no figure was written."
+        )
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for run_dir in map(Path, run_dirs):
-        metrics = run_dir / "metrics.jsonl"
-        if not metrics.is_file():
-            raise RunDirError(f"{run_dir} has no metrics.jsonl: is it a NIMA run directory?")
-        records = read_metrics(metrics)
-        train = [r for r in records if "train_loss" in r]
-        val = [r for r in records if "val_loss" in r]
-        steps, losses = [r["step"] for r in train], [r["train_loss"] for r in train]
-        line = ax.plot(steps, losses, lw=0.8, alpha=0.6, label=f"{run_dir.name} train")[0]
-        if val:
-            steps, losses = [r["step"] for r in val], [r["val_loss"] for r in val]
-            ax.plot(steps, losses, "o-", color=line.get_color(), label=f"{run_dir.name} val")
+    for curves in runs:
+        line = ax.plot(*curves.train, lw=0.8, alpha=0.6, label=f"{curves.name} train")[0]
+        if curves.val[0]:
+            ax.plot(*curves.val, "o-", color=line.get_color(), label=f"{curves.name} val")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)

@@ -7,19 +7,21 @@ name the file, the line or the binding, and what would be valid.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import inspect
-import logging
 import re
 import tokenize
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import gin
 import gin.config
 
-from nima.errors import ConfigError, UnknownPluginError
+from nima import validation
+from nima.errors import ConfigError, NimaError, UnknownPluginError
 from nima.hooks import PluginSystem
 from nima.registry import FAMILIES, unknown_name_message
 
@@ -27,6 +29,10 @@ _REFERENCE = re.compile(r"@([A-Za-z_][\w.]*)")
 _INCLUDE = re.compile(r"^\s*include\s+['\"]([^'\"]+)['\"]", re.MULTILINE)
 _NO_PARAMETER = re.compile(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'")
 _NO_CONFIGURABLE = re.compile(r"No configurable matching (?:reference )?'@?([\w.]+)")
+_AMBIGUOUS = re.compile(r"Ambiguous selector '([\w.]+)', matches (\[.*?\])")
+_GIN_CONTEXT = re.compile(r"\n  In (?:call to configurable|file|bindings string).*", re.DOTALL)
+_IN_CONFIGURABLE = re.compile(r"In call to configurable '([\w.]+)'")
+NIMA_PREFIX = "nima:"
 
 
 def register_plugins_with_gin(system: PluginSystem) -> None:
@@ -41,19 +47,89 @@ def register_plugins_with_gin(system: PluginSystem) -> None:
             gin.register(name, module=entry.family)(entry.obj)
 
 
+def experiments_dir() -> Path:
+    """The experiments NIMA ships, for `include 'nima:gpt.gin'` from a gin file anywhere."""
+    return Path(__file__).resolve().parent.parent / "experiments"
+
+
+def resolve_include(name: str, including: Path | None) -> Path:
+    """Where `include 'name'` reads from: beside the including file, else as an absolute path;
+    `nima:NAME` is an experiment NIMA ships. Top-level files (no including file) are read from
+    the current directory. The one rule for gin's parse and for NIMA's plugin-name scan."""
+    if name.startswith(NIMA_PREFIX):
+        return experiments_dir() / name.removeprefix(NIMA_PREFIX)
+    path = Path(name)
+    if path.is_absolute() or including is None:
+        return path
+    return including.parent / path
+
+
+def _missing_include(name: str, including: Path | None) -> ConfigError:
+    where = f"{including}: include {name!r}" if including else f"gin file {name!r}"
+    return ConfigError(
+        f"{where}: {resolve_include(name, including)} does not exist. An include is read beside "
+        f"the including file, or from an absolute path; `include 'nima:gpt.gin'` reads an "
+        f"experiment NIMA ships (in {experiments_dir()})."
+    )
+
+
+class _IncludeReader:
+    """gin's file reader for one parse: remembers which file is open, so that an include in it
+    resolves beside it (gin itself searches the current directory, then every search path)."""
+
+    def __init__(self) -> None:
+        self.open_files: list[Path] = []
+
+    def _resolve(self, name: str) -> Path:
+        return resolve_include(name, self.open_files[-1] if self.open_files else None)
+
+    def exists(self, name: str) -> bool:
+        if not self._resolve(name).is_file():
+            raise _missing_include(name, self.open_files[-1] if self.open_files else None)
+        return True
+
+    @contextlib.contextmanager
+    def read(self, name: str):
+        path = self._resolve(name)
+        self.open_files.append(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                yield f
+        finally:
+            self.open_files.pop()
+
+
+@contextlib.contextmanager
+def _gin_reads_includes_beside_files():
+    """For one parse: gin reads files only through `_IncludeReader`, with no search paths."""
+    saved = gin.config._FILE_READERS[:], gin.config._LOCATION_PREFIXES[:]
+    reader = _IncludeReader()
+    gin.config._FILE_READERS[:] = [(reader.read, reader.exists)]
+    gin.config._LOCATION_PREFIXES[:] = [""]
+    try:
+        yield
+    finally:
+        gin.config._FILE_READERS[:], gin.config._LOCATION_PREFIXES[:] = saved
+
+
 def _gin_sources(files: Sequence[Path]) -> list[tuple[str, str]]:
-    """(label, text) of each gin file and the files it includes, for reference checks."""
-    sources, todo, seen = [], list(files), set()
-    while todo:
-        path = Path(todo.pop())
-        if path.resolve() in seen or not path.is_file():
-            continue
+    """(label, text) of each gin file and the files it includes, in the order gin reads them."""
+    sources, seen = [], set()
+
+    def visit(path: Path, including: Path | None) -> None:
+        if path.resolve() in seen:
+            return
         seen.add(path.resolve())
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         sources.append((str(path), text))
-        for include in _INCLUDE.findall(text):  # beside the including file, else as given
-            beside = path.parent / include
-            todo.append(beside if beside.is_file() else Path(include))
+        for name in _INCLUDE.findall(text):
+            include = resolve_include(name, path)
+            if not include.is_file():
+                raise _missing_include(name, path)
+            visit(include, path)
+
+    for path in files:
+        visit(path, None)
     return sources
 
 
@@ -84,9 +160,14 @@ def _parameters_of(selector: str) -> list[str]:
         return []
 
 
+def _gin_message(exc: BaseException) -> str:
+    """An exception's own message, without the lines gin appends ("In call to configurable...")."""
+    return _GIN_CONTEXT.sub("", str(exc)).strip()
+
+
 def _explain(exc: Exception, where: str) -> str:
     """gin's error message, rewritten to say what is valid."""
-    text = str(exc).split("\n")[0]
+    text = _gin_message(exc).split("\n")[0]
     if match := _NO_PARAMETER.search(text):
         selector, param = match.groups()
         params = _parameters_of(selector)
@@ -105,21 +186,81 @@ def _explain(exc: Exception, where: str) -> str:
             f"{where}: nothing configurable is called {selector!r}.{hint} "
             f"`nima plugins` lists the plugins; core names are train and GPT's parameters."
         )
+    if match := _AMBIGUOUS.search(text):
+        name, matches = match.group(1), ast.literal_eval(match.group(2))
+        return (
+            f"{where}: {name!r} is the name of more than one configurable "
+            f"({', '.join(sorted(matches))}); write the full name, e.g. "
+            f"`{sorted(matches)[0]}.<parameter> = ...`."
+        )
     return f"{where}: {text}"
 
 
+def _binding_location(sources: list[tuple[str, str]], name: str, param: str) -> str:
+    """Where `name.param` is set ("file:line", the last one read), or "" if not found."""
+    pattern = re.compile(rf"^\s*(?:[\w./]*[./])?{re.escape(name)}\.{re.escape(param)}\s*=")
+    found = ""
+    for label, text in sources:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if pattern.match(line):
+                found = label if label == "--bind" else f"{label}:{lineno}"
+    return found
+
+
+def _resolve_macro(value: Any) -> Any:
+    """The value a `%MACRO` stands for (macros may name macros)."""
+    while isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
+        value = gin.config._CONFIG.get(("/".join(value.scopes), "gin.macro"), {}).get("value")
+    return value
+
+
+def validate_bindings(sources: list[tuple[str, str]]) -> None:
+    """Check every gin binding against its configurable's annotations (nima.validation)."""
+    for (_scope, selector), params in gin.config._CONFIG.items():
+        if selector == "gin.macro":
+            continue
+        configurable = gin.config._REGISTRY.get(selector)
+        if configurable is None:
+            continue
+        hints = validation.type_hints(configurable.wrapped)
+        for param, value in params.items():
+            value = _resolve_macro(value)
+            reason = validation.problem(value, hints.get(param, Any))
+            if reason is None:
+                continue
+            binding = f"{configurable.name}.{param}"
+            if reason == validation.MISMATCH:
+                reason = f"{binding} takes {validation.describe(hints[param])}"
+            where = _binding_location(sources, configurable.name, param) or "the config"
+            raise ConfigError(f"{where}: `{binding} = {value!r}` is not valid: {reason}.")
+
+
 @contextlib.contextmanager
-def _quiet_gin():
-    """gin logs "Path not found" for each include it resolves through a search path."""
-    logging.disable(logging.ERROR)
+def building():
+    """Turn an error raised while gin builds configured objects into one ConfigError paragraph
+    that names the configurable and its bound values (or, for a NimaError, drops gin's notes)."""
     try:
         yield
-    finally:
-        logging.disable(logging.NOTSET)
+    except NimaError as exc:
+        raise type(exc)(_gin_message(exc)) from None
+    except Exception as exc:
+        names = _IN_CONFIGURABLE.findall(str(exc))
+        if not names:
+            raise
+        name = names[0]  # gin notes the innermost call first
+        configurable = gin.config._REGISTRY.get_match(name)
+        bound = gin.config._CONFIG.get(("", configurable.selector), {})
+        values = ", ".join(f"{name}.{p} = {v!r}" for p, v in bound.items()) or "none (defaults)"
+        raise ConfigError(
+            f"Building {name} failed: {type(exc).__name__}: {_gin_message(exc)}. "
+            f"Its bound parameters: {values}. Check them against its signature "
+            f"{name}{inspect.signature(configurable.wrapped)}."
+        ) from None
 
 
 def parse(files: Sequence[str | Path], bindings: Sequence[str], system: PluginSystem) -> None:
-    """Clear gin, register every plugin, then parse `files` followed by `bindings` (--bind)."""
+    """Clear gin, register every plugin, parse `files` then `bindings` (--bind), and check
+    every bound value. Nothing from an earlier parse (bindings, search paths) survives."""
     paths = [Path(f) for f in files]
     for path in paths:
         if not path.is_file():
@@ -131,28 +272,33 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str], system: PluginSy
     register_plugins_with_gin(system)
     sources = _gin_sources(paths)
     _check_plugin_references(sources + [("--bind", "\n".join(bindings))], system)
-    for label, _ in sources:  # an include resolves relative to the file that includes it
-        gin.add_config_file_search_path(str(Path(label).parent))
-    for path in paths:
-        try:
-            with _quiet_gin():
-                gin.parse_config_file(str(path))
-        except SyntaxError as exc:
-            raise ConfigError(
-                f"{exc.filename or path}:{exc.lineno}: gin syntax error: {exc.msg}. "
-                f"Lines look like `GPT.n_layers = 4` or `train.model = @GPT`."
-            ) from None
-        except tokenize.TokenError as exc:
-            line = exc.args[1][0] if len(exc.args) > 1 else "?"
-            raise ConfigError(
-                f"{path}:{line}: gin syntax error: {exc.args[0]} (an unclosed bracket or quote?)"
-            ) from None
-        except (ValueError, OSError, ImportError) as exc:
-            raise ConfigError(_explain(exc, str(path))) from None
+    with _gin_reads_includes_beside_files():
+        for path in paths:
+            _parse_file(path)
     for binding in bindings:
         try:
             gin.parse_config(binding)
         except (SyntaxError, tokenize.TokenError) as exc:
             raise ConfigError(f"--bind {binding!r}: not a gin binding ({exc}).") from None
-        except ValueError as exc:
+        except (ValueError, KeyError) as exc:
             raise ConfigError(_explain(exc, f"--bind {binding!r}")) from None
+    validate_bindings(sources + [("--bind", "\n".join(bindings))])
+
+
+def _parse_file(path: Path) -> None:
+    try:
+        gin.parse_config_file(str(path))
+    except SyntaxError as exc:
+        raise ConfigError(
+            f"{exc.filename or path}:{exc.lineno}: gin syntax error: {exc.msg}. "
+            f"Lines look like `GPT.n_layers = 4` or `train.model = @GPT`."
+        ) from None
+    except tokenize.TokenError as exc:
+        line = exc.args[1][0] if len(exc.args) > 1 else "?"
+        raise ConfigError(
+            f"{path}:{line}: gin syntax error: {exc.args[0]} (an unclosed bracket or quote?)"
+        ) from None
+    except NimaError as exc:
+        raise type(exc)(_gin_message(exc)) from None
+    except (ValueError, KeyError, OSError, ImportError) as exc:
+        raise ConfigError(_explain(exc, str(path))) from None

@@ -4,32 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import gin
+
+from nima.contracts import Dataset, Sampler, Tokenizer
+from nima.validation import Range
+
+Positive = Annotated[int, Range(ge=1)]
 
 
 @dataclass
 class TrainSettings:
-    """What to train and how; each plugin-valued field is a registry reference in gin."""
+    """What to train and how; each plugin-valued field is a registry reference in gin.
+
+    The annotations are the rules: `config.parse` checks every bound value against them
+    (types, `Range` bounds, `Literal` choices, factory or instance) before anything is built.
+    """
 
     model: Callable[..., Any] | None = None  # factory: model(vocab_size=...) -> nn.Module
-    dataset: Any = None  # dataset instance: splits() and checksum()
-    tokenizer: Any = None  # tokenizer instance (trained on the train split if empty)
+    dataset: Dataset | None = None  # instance: splits() and checksum()
+    tokenizer: Tokenizer | None = None  # instance (trained on the train split if empty)
     optimizer: Callable[..., Any] | None = None  # factory: optimizer(model) -> Optimizer
     scheduler: Callable[..., Any] | None = None  # factory: scheduler(optimizer, total_steps)
-    samplers: Sequence[Any] = field(default_factory=list)  # for the closing sample
-    steps: int = 1000
-    batch_size: int = 16
-    grad_clip: float = 1.0
-    eval_interval: int = 250
-    eval_batches: int = 20
-    final_eval: str = "full"  # "full": the whole validation split; "batches": eval_batches
-    log_interval: int = 10
-    seed: int = 1337
-    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    samplers: Sequence[Sampler] = field(default_factory=list)  # instances, for the sample
+    steps: Positive = 1000
+    batch_size: Positive = 16
+    grad_clip: Annotated[float, Range(ge=0)] = 1.0  # 0: no clipping
+    eval_interval: Positive = 250
+    eval_batches: Positive = 20
+    final_eval: Literal["full", "batches"] = "full"  # the whole val split, or eval_batches
+    log_interval: Positive = 10
+    seed: Annotated[int, Range(ge=0)] = 1337
+    threads: Annotated[int, Range(ge=0)] = 0  # torch CPU threads; 0 leaves torch's default
     sample_prompt: str = "KING"
-    sample_tokens: int = 300
+    sample_tokens: Annotated[int, Range(ge=0)] = 300
 
     def missing(self, needs: tuple[str, ...]) -> list[str]:
         return [name for name in needs if getattr(self, name) is None]

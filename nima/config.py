@@ -20,6 +20,7 @@ from typing import Any
 import gin
 import gin.config
 
+import nima.train.settings  # noqa: F401  registers the core configurable `train` with gin
 from nima import validation
 from nima.errors import ConfigError, NimaError, UnknownPluginError
 from nima.hooks import PluginSystem

@@ -113,42 +113,45 @@ def _gin_reads_includes_beside_files():
         gin.config._FILE_READERS[:], gin.config._LOCATION_PREFIXES[:] = saved
 
 
-def _gin_sources(files: Sequence[Path]) -> list[tuple[str, str]]:
-    """(label, text) of each gin file and the files it includes, in the order gin reads them."""
-    sources, seen = [], set()
+Line = tuple[str, str]  # (where: "file:line" or "--bind", the text of the line)
 
-    def visit(path: Path, including: Path | None) -> None:
-        if path.resolve() in seen:
+
+def _gin_lines(files: Sequence[Path], bindings: Sequence[str]) -> list[Line]:
+    """Every line gin will read, in the order it reads them: each file with its includes
+    expanded in place (resolved as gin resolves them), then the --bind lines."""
+    lines: list[Line] = []
+    seen: set[Path] = set()
+
+    def visit(path: Path) -> None:
+        if path.resolve() in seen:  # gin would loop forever; read each file once here
             return
         seen.add(path.resolve())
-        text = path.read_text(encoding="utf-8")
-        sources.append((str(path), text))
-        for name in _INCLUDE.findall(text):
-            include = resolve_include(name, path)
-            if not include.is_file():
-                raise _missing_include(name, path)
-            visit(include, path)
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            lines.append((f"{path}:{lineno}", line))
+            if match := _INCLUDE.match(line):
+                include = resolve_include(match.group(1), path)
+                if not include.is_file():
+                    raise _missing_include(match.group(1), path)
+                visit(include)
 
     for path in files:
-        visit(path, None)
-    return sources
+        visit(path)
+    return lines + [("--bind", line) for binding in bindings for line in binding.splitlines()]
 
 
-def _check_plugin_references(sources: list[tuple[str, str]], system: PluginSystem) -> None:
+def _check_plugin_references(lines: list[Line], system: PluginSystem) -> None:
     """An `@family.name` reference to an unregistered plugin: name family, suggestions, all names."""
-    for label, text in sources:
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            for ref in _REFERENCE.findall(line.split("#", 1)[0]):
-                family, _, name = ref.partition(".")
-                if family not in FAMILIES or not name:
-                    continue
-                registry = system.registries[family]
-                gin_names = {e.gin_name or e.name: e.name for e in registry.entries()}
-                if name not in gin_names:
-                    raise UnknownPluginError(
-                        f"{label}:{lineno}: `@{ref}`: "
-                        + unknown_name_message(family, name, sorted(gin_names))
-                    )
+    for where, line in lines:
+        for ref in _REFERENCE.findall(line.split("#", 1)[0]):
+            family, _, name = ref.partition(".")
+            if family not in FAMILIES or not name:
+                continue
+            registry = system.registries[family]
+            gin_names = {e.gin_name or e.name: e.name for e in registry.entries()}
+            if name not in gin_names:
+                raise UnknownPluginError(
+                    f"{where}: `@{ref}`: " + unknown_name_message(family, name, sorted(gin_names))
+                )
 
 
 def _parameters_of(selector: str) -> list[str]:
@@ -197,15 +200,11 @@ def _explain(exc: Exception, where: str) -> str:
     return f"{where}: {text}"
 
 
-def _binding_location(sources: list[tuple[str, str]], name: str, param: str) -> str:
-    """Where `name.param` is set ("file:line", the last one read), or "" if not found."""
+def _binding_location(lines: list[Line], name: str, param: str) -> str:
+    """Where `name.param` is set (the last line gin reads that sets it), or ""."""
     pattern = re.compile(rf"^\s*(?:[\w./]*[./])?{re.escape(name)}\.{re.escape(param)}\s*=")
-    found = ""
-    for label, text in sources:
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if pattern.match(line):
-                found = label if label == "--bind" else f"{label}:{lineno}"
-    return found
+    found = [where for where, line in lines if pattern.match(line)]
+    return found[-1] if found else ""
 
 
 def _resolve_macro(value: Any) -> Any:
@@ -215,7 +214,7 @@ def _resolve_macro(value: Any) -> Any:
     return value
 
 
-def validate_bindings(sources: list[tuple[str, str]]) -> None:
+def validate_bindings(lines: list[Line]) -> None:
     """Check every gin binding against its configurable's annotations (nima.validation)."""
     for (_scope, selector), params in gin.config._CONFIG.items():
         if selector == "gin.macro":
@@ -232,7 +231,7 @@ def validate_bindings(sources: list[tuple[str, str]]) -> None:
             binding = f"{configurable.name}.{param}"
             if reason == validation.MISMATCH:
                 reason = f"{binding} takes {validation.describe(hints[param])}"
-            where = _binding_location(sources, configurable.name, param) or "the config"
+            where = _binding_location(lines, configurable.name, param) or "the config"
             raise ConfigError(f"{where}: `{binding} = {value!r}` is not valid: {reason}.")
 
 
@@ -271,8 +270,8 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str], system: PluginSy
             )
     gin.clear_config()
     register_plugins_with_gin(system)
-    sources = _gin_sources(paths)
-    _check_plugin_references(sources + [("--bind", "\n".join(bindings))], system)
+    lines = _gin_lines(paths, bindings)
+    _check_plugin_references(lines, system)
     with _gin_reads_includes_beside_files():
         for path in paths:
             _parse_file(path)
@@ -283,7 +282,7 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str], system: PluginSy
             raise ConfigError(f"--bind {binding!r}: not a gin binding ({exc}).") from None
         except (ValueError, KeyError) as exc:
             raise ConfigError(_explain(exc, f"--bind {binding!r}")) from None
-    validate_bindings(sources + [("--bind", "\n".join(bindings))])
+    validate_bindings(lines)
 
 
 def _parse_file(path: Path) -> None:

@@ -1,38 +1,46 @@
-"""`nima bench attention`: every attention implementation on the same shapes, side by side.
+"""`nima bench attention`: attention implementations on the same shapes, side by side.
 
+Any registered attention plugin can be timed (third-party ones included), beside the reference
+and, on CUDA, torch's own baselines: SDPA's flash and cuDNN backends and compiled FlexAttention.
 Per shape and pass (forward, forward+backward): median time, TFLOP/s (4*B*H*Nq*Nk*D for the
 forward, halved when causal; the backward counts 2.5x the forward), speedup vs the reference and
-vs SDPA (its flash backend on CUDA, default dispatch on CPU) and peak memory above the inputs
-(CUDA's max_memory_allocated; not measured on CPU, reported as n/a). Results go to
-`<out_dir>/<device-name>/attention-<device-name>.json`.
+vs SDPA (its flash backend on CUDA, the sdpa plugin elsewhere) and peak memory above the inputs
+(CUDA's max_memory_allocated; not measured on CPU, reported as n/a).
 
-On CPU the rows are reference vs sdpa: Triton there runs only through its interpreter, which is
-a correctness tool, so its row says so instead of a time. On CUDA the rows add attention.triton,
-SDPA's flash and cuDNN backends and compiled FlexAttention.
+A plugin is timed only where it declares the device and dtype (nima.capabilities); one that runs
+there only through an interpreter (Triton on CPU) is a correctness tool and is not timed. Each
+skipped implementation is named once, with the reason. The JSON goes where `--out` says, else to
+a fresh `runs/bench-attention-<device-name>-<time>.json`: never over the committed results.
 
-    from nima.bench import run_attention_bench, format_table
+    from nima.bench import format_table, run_attention_bench
     print(format_table(run_attention_bench("cuda", "bfloat16", quick=True)))
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from nima.errors import ConfigError
+from nima import atomic
+from nima.capabilities import describe, interpreter_hint, lacks
+from nima.errors import CapabilityError, ConfigError, UnknownPluginError
+from nima.hooks import for_command, system
+from nima.registry import Entry
 
 AttnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
+
+BASELINES = ("sdpa_flash", "sdpa_cudnn", "flex_compiled")
+"""torch's own attention paths, timed beside the plugins on CUDA (they are not plugins)."""
 
 
 @dataclass(frozen=True)
@@ -79,33 +87,89 @@ def default_shapes(device: str, quick: bool = False) -> list[BenchShape]:
     ]
 
 
-def implementations(device: str) -> dict[str, AttnFn | str]:
-    """name -> fn(q, k, v, causal); a string instead of a fn says why that row is not timed."""
-    import nima
+@dataclass(frozen=True)
+class Impl:
+    """A timed implementation: called as fn(q, k, v, causal). `entry` is its registry entry
+    (None for a torch baseline), whose capabilities decide which rows it can run."""
 
-    impls: dict[str, AttnFn | str] = {}
-    for name in ("reference", "sdpa"):
-        attn = nima.get("attention", name)()
-        impls[name] = lambda q, k, v, causal, attn=attn: attn(q, k, v, causal=causal)
-    if device != "cuda":
-        impls["triton"] = "interpreter only on CPU: correctness, not timed (tests/)"
-        return impls
+    fn: AttnFn
+    entry: Entry | None = None
+
+    def __call__(self, q, k, v, causal: bool) -> torch.Tensor:
+        return self.fn(q, k, v, causal)
+
+    def missing(self, shape: BenchShape, backward: bool) -> list[str]:
+        """What of this shape and pass the plugin does not declare (head dim, backward)."""
+        if self.entry is None:
+            return []
+        return lacks(self.entry, {"head_dim": shape.head_dim, "backward": backward})
+
+
+def default_dtype(device: str) -> str:
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+def implementations(
+    device: str, dtype: str | None = None, names: Sequence[str] | None = None
+) -> dict[str, Impl | str]:
+    """name -> the implementation, or a string saying why it is not timed on device and dtype.
+
+    names: registered attention plugins and the CUDA baselines (BASELINES); default: every
+    registered attention plugin, plus the baselines on CUDA. An unknown name is an
+    UnknownPluginError with the closest names.
+    """
+    registry = system().registries["attention"]
+    dtype = dtype or default_dtype(device)
+    if not names:
+        names = registry.names() + (list(BASELINES) if device == "cuda" else [])
+    impls: dict[str, Impl | str] = {}
+    for name in dict.fromkeys(names):
+        if name in BASELINES:
+            impls[name] = (
+                Impl(_baseline(name))
+                if device == "cuda"
+                else f"a CUDA backend of torch, not {device}"
+            )
+            continue
+        try:
+            entry = registry.entry(name)
+        except UnknownPluginError as exc:
+            raise UnknownPluginError(
+                f"{exc} The benchmark also times torch's baselines {', '.join(BASELINES)} (CUDA)."
+            ) from None
+        impls[name] = _plugin(entry, device, dtype)
+    return impls
+
+
+def _plugin(entry: Entry, device: str, dtype: str) -> Impl | str:
+    """The plugin built with its defaults, or why it cannot be timed on device and dtype."""
+    if interpreter_hint(entry, device):
+        return f"runs on {device} only through an interpreter: a correctness tool, not timed"
+    missing = lacks(entry, {"device": device, "dtype": dtype})
+    if missing:
+        return f"does not support {', '.join(missing)} (it supports {describe(entry.capabilities)})"
+    try:
+        attn = entry.obj()
+    except Exception as exc:  # a plugin that needs arguments or cannot build here: say so
+        return f"cannot be built with its defaults: {type(exc).__name__}: {exc}"
+    return Impl(lambda q, k, v, causal: attn(q, k, v, causal=causal), entry)
+
+
+def _baseline(name: str) -> AttnFn:
+    if name == "flex_compiled":
+        return _flex_attention()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    def backend(kind: SDPBackend) -> AttnFn:
-        def run(q, k, v, causal):
-            with sdpa_kernel(kind):
-                gqa = q.shape[1] != k.shape[1]
-                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+    kind = {"sdpa_flash": SDPBackend.FLASH_ATTENTION, "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION}[
+        name
+    ]
 
-        return run
+    def run(q, k, v, causal):
+        with sdpa_kernel(kind):
+            gqa = q.shape[1] != k.shape[1]
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
 
-    impls["sdpa_flash"] = backend(SDPBackend.FLASH_ATTENTION)
-    impls["sdpa_cudnn"] = backend(SDPBackend.CUDNN_ATTENTION)
-    impls["flex_compiled"] = _flex_attention()
-    triton_attn = nima.get("attention", "triton")()
-    impls["triton"] = lambda q, k, v, causal: triton_attn(q, k, v, causal=causal)
-    return impls
+    return run
 
 
 def _flex_attention() -> AttnFn:
@@ -205,64 +269,95 @@ def _measure(
     return _time_ms(call, min_time_s), peak
 
 
+@dataclass
+class BenchResult:
+    """One benchmark run: a row per timed implementation x shape x pass, and the skipped ones."""
+
+    device: str
+    dtype: str
+    rows: list[dict[str, Any]]
+    skipped: dict[str, str] = field(default_factory=dict)  # implementation -> why not timed
+
+
 def run_attention_bench(
     device: str | None = None,
     dtype: str | None = None,
     shapes: Sequence[BenchShape] | None = None,
-    out_dir: str | Path | None = "benchmarks/results",
     *,
     quick: bool = False,
-    plugins: Sequence[str] | None = None,
+    impls: Sequence[str] | None = None,
     min_time_s: float = 0.5,
-) -> list[dict[str, Any]]:
-    """Time every implementation on every shape, forward and forward+backward; write the JSON.
+) -> BenchResult:
+    """Time the implementations (default: all; see `implementations`) on every shape, forward and
+    forward+backward. Nothing is written (see `write_json`).
 
-    device defaults to CUDA when present; dtype to bfloat16 on CUDA and float32 on CPU. Rows
-    that cannot run (out of memory, a backend missing) carry a `status` instead of a time.
+    device defaults to CUDA when present; dtype to bfloat16 on CUDA and float32 elsewhere. Rows
+    that cannot run (out of memory, a backend missing, a head dim not declared) carry a `status`
+    instead of a time. Nothing to time at all is a CapabilityError naming each reason.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or ("bfloat16" if device == "cuda" else "float32")
+    dtype = dtype or default_dtype(device)
     torch_dtype = getattr(torch, dtype)
     shapes = list(shapes) if shapes is not None else default_shapes(device, quick)
-    impls = implementations(device)
-    if plugins:
-        impls = {name: fn for name, fn in impls.items() if name in plugins}
+    found = implementations(device, dtype, impls)
+    skipped = {name: why for name, why in found.items() if isinstance(why, str)}
+    timed = {name: impl for name, impl in found.items() if isinstance(impl, Impl)}
+    if not timed:
+        reasons = "; ".join(f"{name} {why}" for name, why in skipped.items())
+        raise CapabilityError(
+            f"Nothing to time on {device} with {dtype}: {reasons}. Pick implementations that "
+            f"declare {device} and {dtype} (`nima plugins --family attention --json` lists what "
+            "each declares), or another --device/--dtype."
+        )
     rows: list[dict[str, Any]] = []
     for shape in shapes:
         for backward in (False, True):
-            group: list[dict[str, Any]] = []
-            for name, fn in impls.items():
-                row = {
-                    "shape": shape.label,
-                    **asdict(shape),
-                    "impl": name,
-                    "pass": "fwd+bwd" if backward else "fwd",
-                    "dtype": dtype,
-                    "ms": None,
-                    "tflops": None,
-                    "peak_mib": None,
-                    "status": "ok",
-                }
-                if isinstance(fn, str):
-                    row["status"] = fn
-                else:
-                    try:
-                        ms, peak = _measure(fn, shape, device, torch_dtype, backward, min_time_s)
-                        flops = shape.forward_flops() * (3.5 if backward else 1.0)
-                        row.update(ms=ms, tflops=flops / (ms * 1e-3) / 1e12, peak_mib=peak)
-                    except torch.OutOfMemoryError:
-                        row["status"] = "out of memory"
-                    except Exception as exc:  # a backend this GPU/torch lacks: say so, go on
-                        row["status"] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
-                    finally:
-                        if device == "cuda":
-                            torch.cuda.empty_cache()
-                group.append(row)
+            group = [
+                _row(name, impl, shape, device, torch_dtype, backward, min_time_s)
+                for name, impl in timed.items()
+            ]
             _add_speedups(group)
             rows += group
-    if out_dir is not None:
-        write_json(rows, device, out_dir)
-    return rows
+    return BenchResult(device, dtype, rows, skipped)
+
+
+def _row(
+    name: str,
+    impl: Impl,
+    shape: BenchShape,
+    device: str,
+    dtype: torch.dtype,
+    backward: bool,
+    min_time_s: float,
+) -> dict[str, Any]:
+    """One implementation on one shape and pass: its time, or a status saying why none."""
+    row = {
+        "shape": shape.label,
+        **asdict(shape),
+        "impl": name,
+        "pass": "fwd+bwd" if backward else "fwd",
+        "dtype": str(dtype).removeprefix("torch."),
+        "ms": None,
+        "tflops": None,
+        "peak_mib": None,
+        "status": "ok",
+    }
+    missing = impl.missing(shape, backward)
+    if missing:
+        row["status"] = f"skipped: does not support {', '.join(missing)}"
+        return row
+    try:
+        ms, peak = _measure(impl, shape, device, dtype, backward, min_time_s)
+        flops = shape.forward_flops() * (3.5 if backward else 1.0)
+        row.update(ms=ms, tflops=flops / (ms * 1e-3) / 1e12, peak_mib=peak)
+    except torch.OutOfMemoryError:
+        row["status"] = "out of memory"
+    except Exception as exc:  # a backend this GPU/torch lacks, a plugin that fails: say so, go on
+        row["status"] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+    finally:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return row
 
 
 def _add_speedups(group: list[dict[str, Any]]) -> None:
@@ -276,24 +371,34 @@ def _add_speedups(group: list[dict[str, Any]]) -> None:
         row["sdpa_baseline"] = sdpa
 
 
-def results_path(device: str, out_dir: str | Path) -> Path:
-    name = device_name(device)
-    return Path(out_dir) / name / f"attention-{name}.json"
+def default_out(device: str) -> Path:
+    """A fresh `runs/bench-attention-<device-name>-<time>[-k].json` (runs/, like `nima run`)."""
+    stem = f"bench-attention-{device_name(device)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    Path("runs").mkdir(exist_ok=True)
+    for k in range(1, 1000):
+        path = Path("runs") / (f"{stem}.json" if k == 1 else f"{stem}-{k}.json")
+        try:
+            path.open("x").close()  # claimed: a concurrent bench picks the next name
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"runs/ already holds 999 files named {stem}*.json; pass --out FILE.json.")
 
 
-def write_json(rows: list[dict[str, Any]], device: str, out_dir: str | Path) -> Path:
-    path = results_path(device, out_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_json(result: BenchResult, path: str | Path) -> Path:
+    """Write the result (meta, rows, skipped) as strict JSON to `path`, atomically."""
+    raw_name = torch.cuda.get_device_name() if result.device == "cuda" else None
     meta = {
-        "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else device_name(device),
+        "device": result.device,
+        "device_name": raw_name or device_name(result.device),
+        "dtype": result.dtype,
         "torch": torch.__version__,
         "triton": _version("triton"),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "flops": "fwd 4*B*H*N*N*D (halved when causal); fwd+bwd 3.5x fwd",
     }
-    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    return path
+    atomic.write_json(path, {"meta": meta, "rows": result.rows, "skipped": result.skipped})
+    return Path(path)
 
 
 def _version(package: str) -> str | None:
@@ -305,8 +410,9 @@ def _version(package: str) -> str | None:
         return None
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table, one block per shape and pass, implementations side by side."""
+def format_table(result: BenchResult) -> str:
+    """A plain-text table, one block per shape and pass, implementations side by side; then one
+    line per implementation that was not timed, and why."""
 
     def num(value: float | None, width: int, digits: int) -> str:
         return f"{'n/a':>{width}}" if value is None else f"{value:{width}.{digits}f}"
@@ -317,7 +423,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     )
     lines = [header, "-" * len(header)]
     last = None
-    for row in rows:
+    for row in result.rows:
         key = (row["shape"], row["pass"])
         if last is not None and key != last:
             lines.append("")
@@ -328,6 +434,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{num(row['tflops'], 8, 3)} {num(row['vs_reference'], 7, 2)} "
             f"{num(row['vs_sdpa'], 7, 2)} {num(row['peak_mib'], 9, 1)}  {note}".rstrip()
         )
+    if result.skipped:
+        lines.append("")
+    for name, why in result.skipped.items():
+        lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)
 
 
@@ -343,12 +453,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a few small shapes only")
     parser.add_argument(
-        "--out-dir", default="benchmarks/results",
-        help="the JSON goes to OUT_DIR/<device-name>/attention-<device-name>.json",
+        "--out", type=Path, metavar="FILE.json",
+        help="where the JSON goes (replaced if it exists); "
+        "default: a new runs/bench-attention-<device-name>-<time>.json",
     )  # fmt: skip
     parser.add_argument(
-        "--impl", action="append", dest="plugins", default=None,
-        help="only this implementation (repeatable)",
+        "--impl", action="append", metavar="NAME",
+        help="an attention plugin (any registered one) or a CUDA baseline "
+        f"({', '.join(BASELINES)}); repeatable; default: all of them",
     )  # fmt: skip
 
 
@@ -356,10 +468,13 @@ def main_bench(args: argparse.Namespace) -> int:
     """Run the attention benchmark from parsed arguments; print the table and the JSON path."""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: CUDA is not available here; use --device cpu.")
-    rows = run_attention_bench(
-        args.device, args.dtype, out_dir=args.out_dir, quick=args.quick, plugins=args.plugins
-    )
-    print(format_table(rows))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"\nwrote {results_path(device, args.out_dir)}")
+    if args.out is not None and args.out.is_dir():
+        raise ConfigError(
+            f"--out {args.out} is a folder; name the JSON file, e.g. {args.out / 'attention.json'}."
+        )
+    for_command(args.disable_plugins)
+    result = run_attention_bench(args.device, args.dtype, quick=args.quick, impls=args.impl)
+    print(format_table(result))
+    path = write_json(result, args.out or default_out(result.device))
+    print(f"\nwrote {path}")
     return 0

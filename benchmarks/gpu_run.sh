@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a CUDA machine: the GPU parity tests, then the full attention benchmark, results under $OUT.
+# On a CUDA machine: the GPU parity tests, then the full attention benchmark; logs under $OUT.
 #
 #   OUT=/tmp/gpu benchmarks/gpu_run.sh [all|tests|bench] [--quick]
 #
@@ -7,7 +7,9 @@
 #        the whole attention suite with CUDA tensors (native Triton, no interpreter).
 # bench: bf16, B*N = 16k tokens, H*D = 2048, N = 1k..16k, D = 64 and 128, causal and not:
 #        reference, sdpa, SDPA flash and cuDNN backends, compiled FlexAttention, attention.triton
-#        (fwd and fwd+bwd; TFLOP/s, speedups, peak memory), JSON under $OUT/results/<gpu>/.
+#        and every other registered attention plugin (fwd and fwd+bwd; TFLOP/s, speedups, peak
+#        memory). The JSON goes to benchmarks/results/<gpu>/attention-<gpu>.json, replacing the
+#        committed file for this GPU; with --quick to $OUT/attention-<gpu>-quick.json instead.
 # Each step is logged to $OUT/*.txt; nvidia-smi's report records the GPU model (SXM or PCIe).
 set -euo pipefail
 
@@ -32,15 +34,13 @@ if [[ "$WHAT" == all || "$WHAT" == tests ]]; then
 fi
 
 if [[ "$WHAT" == all || "$WHAT" == bench ]]; then
-    python - "$OUT/results" "$QUICK" <<'PY' 2>&1 | tee "$OUT/bench-attention.txt"
-import sys
-
-from nima.bench import format_table, results_path, run_attention_bench
-
-out_dir, quick = sys.argv[1], sys.argv[2] == "--quick"
-rows = run_attention_bench("cuda", "bfloat16", out_dir=out_dir, quick=quick)
-print(format_table(rows))
-print(f"\nwrote {results_path('cuda', out_dir)}")
-PY
+    gpu=$(python -c "from nima.bench import device_name; print(device_name('cuda'))")
+    if [[ "$QUICK" == --quick ]]; then
+        results="$OUT/attention-$gpu-quick.json"  # a smoke run: never over the committed sweep
+    else
+        results="benchmarks/results/$gpu/attention-$gpu.json"  # the committed results, named
+    fi
+    python -m nima.cli bench attention --device cuda --dtype bfloat16 ${QUICK:+"$QUICK"} \
+        --out "$results" 2>&1 | tee "$OUT/bench-attention.txt"
 fi
 exit $status

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import inspect
 import types
 import typing
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gin.config import ConfigurableReference
+
+from nima.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -123,9 +126,19 @@ def problem(value: Any, hint: Any) -> str | None:
         return None if isinstance(value, str) else MISMATCH
     if origin in (list, tuple, collections.abc.Sequence):
         return _sequence_problem(value, origin, args)
-    if _is_factory(hint) or inspect.isclass(hint):
-        return MISMATCH  # a plain value where a plugin belongs
+    if _is_factory(hint):
+        return None if callable(value) else MISMATCH
+    if inspect.isclass(hint):
+        return None if _is_instance(value, hint) else MISMATCH
     return None
+
+
+def _is_instance(value: Any, cls: type) -> bool:
+    """isinstance, where a plain Protocol (no runtime check) admits anything."""
+    try:
+        return isinstance(value, cls)
+    except TypeError:
+        return True
 
 
 def _sequence_problem(value: Any, origin: Any, args: tuple) -> str | None:
@@ -164,6 +177,35 @@ def _reference_problem(ref: ConfigurableReference, hint: Any) -> str | None:
             f"{written}() (with parentheses; gin builds it with its bound parameters)"
         )
     return MISMATCH
+
+
+def check_arguments(target: Any, arguments: dict[str, Any]) -> None:
+    """Raise ConfigError for the first argument that does not fit `target`'s annotations."""
+    hints = type_hints(target)
+    for name, value in arguments.items():
+        reason = problem(value, hints.get(name, Any))
+        if reason is None:
+            continue
+        call = f"{getattr(target, '__qualname__', target)}({name}={value!r})"
+        if reason == MISMATCH:
+            reason = f"{name} takes {describe(hints[name])}"
+        raise ConfigError(f"{call} is not valid: {reason}.")
+
+
+def checked(cls: type) -> type:
+    """Class decorator: every construction checks its arguments against the annotations, so
+    Python callers get the same one-paragraph errors as gin files (which `config.parse` checks
+    before building)."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        bound = inspect.signature(init).bind(self, *args, **kwargs)
+        check_arguments(cls, {k: v for k, v in bound.arguments.items() if k != "self"})
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
 
 
 def _is_number(value: Any) -> bool:

@@ -134,15 +134,31 @@ def test_one_short_name_in_two_families_names_both() -> None:
             gin.config._REGISTRY.pop(selector)
 
 
-def test_building_error_names_the_configurable_and_its_values(system: PluginSystem) -> None:
-    config.parse([SMOKE], ["adamw.lr = -1.0"], system)
-    settings = gin.get_configurable("nima.train")()
-    model = settings.model(vocab_size=11)
-    with pytest.raises(ConfigError) as info, config.building():
-        settings.optimizer(model)  # torch refuses a negative learning rate
+def test_building_error_names_the_configurable_and_its_values() -> None:
+    def fragile(model: Any, x: int = 1) -> None:
+        """An optimizer factory that fails while it is built."""
+        raise ValueError(f"x={x} is too large for this model")
+
+    system = PluginSystem()
+    system.registries["optimizer"].register("fragile", fragile, package="test")
+    try:
+        config.parse([], ["train.optimizer = @optimizer.fragile", "fragile.x = 3"], system)
+        settings = gin.get_configurable("nima.train")()
+        with pytest.raises(ConfigError) as info, config.building():
+            settings.optimizer(None)
+    finally:
+        gin.config._REGISTRY.pop("optimizer.fragile")
     message = str(info.value)
-    assert "Building adamw failed" in message and "adamw.lr = -1.0" in message
-    assert "In call to configurable" not in message
+    assert message.startswith("Building fragile failed: ValueError: x=3 is too large")
+    assert "fragile.x = 3" in message and "In call to configurable" not in message
+
+
+def test_checked_classes_refuse_bad_arguments_from_python_too() -> None:
+    from nima_samplers.samplers import TopP
+
+    with pytest.raises(ConfigError, match=r"TopP\(p=1.5\) is not valid: it must be > 0 and <= 1"):
+        TopP(1.5)
+    assert TopP(0.5).p == 0.5
 
 
 def test_cli_refused_config_writes_nothing(tmp_path: Path) -> None:

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import nn
+
+from nima.validation import Range
+
+LearningRate = Annotated[float, Range(gt=0)]
+Beta = Annotated[float, Range(ge=0, lt=1)]
+NonNegative = Annotated[float, Range(ge=0)]
+Steps = Annotated[int, Range(ge=0)]
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -27,10 +35,10 @@ def _fused_kwargs(model: nn.Module) -> dict:
 
 def adamw(
     model: nn.Module,
-    lr: float = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.95),
-    weight_decay: float = 0.1,
-    eps: float = 1e-8,
+    lr: LearningRate = 1e-3,
+    betas: tuple[Beta, Beta] = (0.9, 0.95),
+    weight_decay: NonNegative = 0.1,
+    eps: NonNegative = 1e-8,
 ) -> torch.optim.Optimizer:
     """AdamW, weight decay on matrices only, fused where torch offers it."""
     groups = _param_groups(model, weight_decay)
@@ -38,14 +46,20 @@ def adamw(
 
 
 def adam(
-    model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    model: nn.Module,
+    lr: LearningRate = 1e-3,
+    betas: tuple[Beta, Beta] = (0.9, 0.999),
+    eps: NonNegative = 1e-8,
 ) -> torch.optim.Optimizer:
     """Adam without weight decay."""
     return torch.optim.Adam(model.parameters(), lr=lr, betas=betas, eps=eps, **_fused_kwargs(model))
 
 
 def sgd(
-    model: nn.Module, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0
+    model: nn.Module,
+    lr: LearningRate = 0.1,
+    momentum: Beta = 0.9,
+    weight_decay: NonNegative = 0.0,
 ) -> torch.optim.Optimizer:
     """SGD with momentum; weight decay on matrices only."""
     groups = _param_groups(model, weight_decay)
@@ -55,8 +69,8 @@ def sgd(
 def cosine(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
-    warmup_steps: int = 100,
-    min_lr_ratio: float = 0.1,
+    warmup_steps: Steps = 100,
+    min_lr_ratio: Annotated[float, Range(ge=0, le=1)] = 0.1,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup from 0, then cosine decay to min_lr_ratio * lr at total_steps."""
 
@@ -70,7 +84,7 @@ def cosine(
 
 
 def constant(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: Steps = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Constant learning rate after an optional linear warmup."""
     return torch.optim.lr_scheduler.LambdaLR(

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
-from nima.errors import ConfigError
+from nima.validation import Range, checked
 
 
+@checked
 class Temperature:
-    """Divide logits by a temperature (below 1 sharpens, above 1 flattens)."""
+    """Divide logits by a temperature (below 1 sharpens, above 1 flattens; greedy is argmax)."""
 
-    def __init__(self, temperature: float = 1.0) -> None:
-        if temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature} (use greedy for argmax)")
+    def __init__(self, temperature: Annotated[float, Range(gt=0)] = 1.0) -> None:
         self.temperature = temperature
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B, V)
         return logits / self.temperature
 
 
+@checked
 class TopK:
     """Keep the k largest logits of each row; the rest become -inf."""
 
-    def __init__(self, k: int = 50) -> None:
-        if k < 1:
-            raise ConfigError(f"top_k needs k >= 1, got {k}")
+    def __init__(self, k: Annotated[int, Range(ge=1)] = 50) -> None:
         self.k = k
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
@@ -33,12 +33,11 @@ class TopK:
         return logits.masked_fill(logits < kth, float("-inf"))
 
 
+@checked
 class TopP:
     """Nucleus sampling: keep the smallest set of tokens whose probability reaches p."""
 
-    def __init__(self, p: float = 0.9) -> None:
-        if not 0 < p <= 1:
-            raise ConfigError(f"top_p needs 0 < p <= 1, got {p}")
+    def __init__(self, p: Annotated[float, Range(gt=0, le=1)] = 0.9) -> None:
         self.p = p
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:

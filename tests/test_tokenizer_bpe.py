@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -132,6 +134,8 @@ def test_hugging_face_file_both_ways(small_pair, tmp_path):
     tok, hf = small_pair
     hf.save(str(tmp_path / "hf.json"))
     loaded = nima.get("tokenizer", "bpe").load(tmp_path / "hf.json")
+    assert loaded.special_tokens == tuple(SPECIALS)  # specials at 0-3: NIMA's roles, as trained
+    assert (loaded.pad_id, loaded.unk_id, loaded.sos_id, loaded.eos_id) == (0, 1, 2, 3)
     tok.save_huggingface(tmp_path / "ours.json")
     hf_loaded = Tokenizer.from_file(str(tmp_path / "ours.json"))
     for s in [SMALL_TEXT, *HARD_STRINGS]:
@@ -160,12 +164,18 @@ def test_unsupported_hugging_face_files(tmp_path):
     wordpiece.save(str(tmp_path / "wp.json"))
     with pytest.raises(CheckpointError, match="wp.json cannot be used.*not 'BPE'"):
         nima.get("tokenizer", "bpe").load(tmp_path / "wp.json")
-    gpt2_like, _ = train_both(SMALL_TEXT, 300)
-    data = gpt2_like.to_huggingface()
-    data["added_tokens"] = [{**data["added_tokens"][0], "content": "<|endoftext|>"}]
-    (tmp_path / "other_specials.json").write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match="special tokens are \\['<\\|endoftext\\|>'\\]"):
-        nima.get("tokenizer", "bpe").load(tmp_path / "other_specials.json")
+    data = train_both(SMALL_TEXT, 300)[0].to_huggingface()
+    for name, added, match in [
+        ("plain.json", {"special": False}, "added token '<eos>' \\(id 3\\) is not special"),
+        ("lstrip.json", {"lstrip": True}, "special token '<eos>' sets lstrip"),
+    ]:
+        bad = {
+            **data,
+            "added_tokens": [*data["added_tokens"][:3], {**data["added_tokens"][3], **added}],
+        }
+        (tmp_path / name).write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match=f"{name} cannot be used.*{match}"):
+            nima.get("tokenizer", "bpe").load(tmp_path / name)
 
 
 def test_tiny_shakespeare_parity_with_hugging_face(shakespeare_file):
@@ -196,7 +206,7 @@ def test_property_round_trip(small_pair, s):
 @given(s=any_text)
 def test_property_matches_hugging_face(small_pair, s):
     tok, hf = small_pair
-    assert tok.encode(s) == hf.encode(s).ids
+    assert tok.encode(s, allowed_special="all") == hf.encode(s).ids  # HF always splits them out
 
 
 @PROPERTY
@@ -204,3 +214,186 @@ def test_property_matches_hugging_face(small_pair, s):
 def test_property_decode_matches_hugging_face(small_pair, ids):
     tok, hf = small_pair
     assert tok.decode(ids) == hf.decode(ids, skip_special_tokens=False)
+
+
+# ----- a GPT-2-like file: byte-level BPE, <|endoftext|> the one special token, at the last id ----
+
+EOT = "<|endoftext|>"
+
+
+@pytest.fixture(scope="module")
+def gpt2_like(tmp_path_factory):
+    """(NIMA's load of a tokenizer.json that `tokenizers` wrote, that HF tokenizer, the file)."""
+    hf = train_hf_bytelevel_bpe(SMALL_TEXT, 400, special_tokens=(), added_after=[EOT])
+    path = tmp_path_factory.mktemp("gpt2_like") / "tokenizer.json"
+    hf.save(str(path))
+    return nima.get("tokenizer", "bpe").load(path), hf, path
+
+
+def test_gpt2_like_file_loads_with_its_special_token_where_it_is(gpt2_like):
+    tok, hf, _ = gpt2_like
+    assert tok.vocab_size == hf.get_vocab_size() and tok.get_vocab() == hf.get_vocab()
+    assert tok.special_tokens == (EOT,) and tok.token_to_id(EOT) == tok.vocab_size - 1
+    assert tok.roles == {"pad": None, "unk": None, "sos": EOT, "eos": EOT}
+    assert (tok.pad_id, tok.unk_id) == (None, None)
+    assert tok.sos_id == tok.eos_id == tok.vocab_size - 1
+    text = f"Speak{EOT}speak, {EOT}"
+    ids = tok.encode(text, allowed_special="all")
+    assert ids == hf.encode(text).ids and ids.count(tok.eos_id) == 2
+    assert tok.encode(text).count(tok.eos_id) == 0  # not allowed: ordinary text
+    assert tok.decode(ids) == text
+    assert tok.decode(ids, skip_special_tokens=True) == hf.decode(ids) == "Speakspeak, "
+    assert tok.encode("hi", add_special_tokens=True) == [tok.eos_id, *tok.encode("hi"), tok.eos_id]
+
+
+def test_gpt2_like_file_padding_needs_a_pad_id(gpt2_like):
+    tok = nima.get("tokenizer", "bpe").load(gpt2_like[2])
+    with pytest.raises(ValueError, match="needs a pad token.*special tokens: <\\|endoftext"):
+        tok.encode_batch(["a", "bcd"])
+    out = tok.encode_batch(["a", "bcd"], pad_id=tok.eos_id)
+    assert out["input_ids"][0] == tok.encode("a") + [tok.eos_id] * (len(tok.encode("bcd")) - 1)
+    assert tok.encode_batch(["a", "bcd"], padding=False)["input_ids"][0] == tok.encode("a")
+    with pytest.raises(ValueError, match="outside"):
+        tok.encode_batch(["a"], pad_id=tok.vocab_size)
+    tok.set_role("pad", EOT)
+    assert tok.encode_batch(["a", "bcd"]) == out
+    with pytest.raises(ValueError, match="'<pad>' is not a special token"):
+        tok.set_role("pad", "<pad>")
+
+
+def test_gpt2_like_file_saves_and_loads_both_ways(gpt2_like, tmp_path):
+    from tokenizers import Tokenizer
+
+    tok, hf, _ = gpt2_like
+    tok = nima.get("tokenizer", "bpe").load(gpt2_like[2])
+    tok.set_role("pad", EOT)
+    tok.save(tmp_path / "nima.json")
+    back = nima.get("tokenizer", "bpe").load(tmp_path / "nima.json")
+    assert back.roles == tok.roles and back.special_tokens == (EOT,)
+    assert back.fingerprint() == tok.fingerprint()
+    tok.save_huggingface(tmp_path / "hf.json")
+    hf_back = Tokenizer.from_file(str(tmp_path / "hf.json"))
+    for s in [SMALL_TEXT, f"a{EOT}b", *HARD_STRINGS]:
+        ids = hf.encode(s).ids
+        assert back.encode(s, allowed_special="all") == hf_back.encode(s).ids == ids
+        assert back.decode(ids) == s
+
+
+@PROPERTY
+@given(s=st.lists(st.one_of(any_text, st.just(EOT)), max_size=4).map("".join))
+def test_property_gpt2_like_matches_hugging_face(gpt2_like, s):
+    tok, hf, _ = gpt2_like
+    ids = tok.encode(s, allowed_special="all")
+    assert ids == hf.encode(s).ids
+    assert tok.decode(ids) == s
+
+
+def test_version_1_files_still_load(small_pair, tmp_path):
+    tok, _ = small_pair
+    data = tok.to_dict()
+    del data["special_ids"], data["roles"]
+    (tmp_path / "v1.json").write_text(json.dumps({**data, "version": 1}))
+    back = nima.get("tokenizer", "bpe").load(tmp_path / "v1.json")
+    assert back.special_tokens == tuple(SPECIALS) and back.roles == tok.roles
+    assert back.fingerprint() == tok.fingerprint()
+
+
+# ----- the merge loop: HF's order (lowest rank, then leftmost), O(n log n) on long words --------
+
+RUNS_TEXT = SMALL_TEXT + " ".join(
+    ["e" * k for k in range(1, 60)]
+    + ["".join(random.Random(k).choice("ACGT") for _ in range(200)) for k in range(10)]
+    + ["ab" * k + "a" for k in range(1, 40)]
+)
+
+
+@pytest.fixture(scope="module")
+def runs_pair():
+    """NIMA and HF trained on text full of runs, so long words see many overlapping merges."""
+    return train_both(RUNS_TEXT, 700)
+
+
+runs = st.text(st.sampled_from("eeeeab ACGT\n"), max_size=400) | st.text(
+    st.sampled_from("eAb"), min_size=20, max_size=2000
+)
+
+
+@PROPERTY
+@given(s=runs)
+def test_property_runs_match_hugging_face(runs_pair, s):
+    tok, hf = runs_pair
+    ids = tok.encode(s)
+    assert ids == hf.encode(s).ids
+    assert tok.decode(ids) == s
+
+
+@PROPERTY
+@given(word=st.lists(st.sampled_from("eeeeabACGT"), min_size=2, max_size=200).map("".join))
+def test_property_short_and_long_merge_loops_agree(runs_pair, word):
+    tok, _ = runs_pair
+    byte_ids = [tok.token_to_id(c) for c in word]
+    assert tok._merge_long(list(byte_ids)) == tok._merge_short(list(byte_ids))
+
+
+def test_shuffled_merge_ranks_match_hugging_face(runs_pair, tmp_path):
+    """Ranks in any order (a merged pair may outrank the merges that made its parts): both
+    sides still apply the lowest rank first, the leftmost of equal ranks first."""
+    from tokenizers import Tokenizer
+
+    data = runs_pair[0].to_huggingface()
+    random.Random(0).shuffle(data["model"]["merges"])
+    (tmp_path / "shuffled.json").write_text(json.dumps(data))
+    tok = nima.get("tokenizer", "bpe").load(tmp_path / "shuffled.json")
+    hf = Tokenizer.from_file(str(tmp_path / "shuffled.json"))
+    rng = random.Random(1)
+    for _ in range(200):
+        s = "".join(rng.choice("eeeab AC") for _ in range(rng.choice([5, 30, 300])))
+        assert tok.encode(s) == hf.encode(s).ids, s
+
+
+def test_long_words_encode_in_n_log_n(runs_pair):
+    """64K symbols in one word: well under a second (the quadratic loop took minutes)."""
+    tok, hf = runs_pair
+    rng = random.Random(0)
+    for s in ["e" * 65536, "".join(rng.choice("abeACGT") for _ in range(65536))]:
+        start = time.perf_counter()
+        ids = tok.encode(s)
+        assert time.perf_counter() - start < 1.5
+        assert ids == hf.encode(s).ids and tok.decode(ids) == s
+
+
+def test_word_cache_is_bounded(runs_pair, monkeypatch):
+    import nima_tokenizers.bpe as bpe
+
+    tok = nima.get("tokenizer", "bpe").from_huggingface(runs_pair[0].to_huggingface())
+    long_word = "e" * (bpe.CACHE_MAX_CHARS + 1)
+    assert tok.encode(long_word + " e") == runs_pair[1].encode(long_word + " e").ids
+    assert set(tok._cache) == {" e"}  # the long word was encoded, not kept
+    monkeypatch.setattr(bpe, "CACHE_LIMIT", 10)
+    for text in [" ".join(f"w{i}" for i in range(25)), " x y", "a b c d e f g h i j k l"]:
+        assert tok.decode(tok.encode(text)) == text
+        assert len(tok._cache) <= 10
+
+
+# ----- the pre-tokenizer is the `regex` package: any Unicode property HF's regex knows ----------
+
+
+def test_unicode_property_patterns_match_hugging_face(tmp_path):
+    from tokenizers import Tokenizer
+
+    pattern = r"\p{Han}|\p{Hiragana}+|[^\p{Han}\p{Hiragana}\P{L}]+|\p{Nd}+"
+    tok = nima.get("tokenizer", "bpe")(vocab_size=300, pattern=pattern)
+    tok.train(SMALL_TEXT + "日本語のテキストと中文 ひらがな 123")
+    tok.save_huggingface(tmp_path / "han.json")
+    hf = Tokenizer.from_file(str(tmp_path / "han.json"))
+    for s in ["日本語のテキストと中文、ひらがなです。Ünïcode 123 ٣", *HARD_STRINGS]:
+        assert tok.encode(s) == hf.encode(s).ids, s
+
+
+@PROPERTY
+@given(s=st.text(st.characters(max_codepoint=127), max_size=80))
+def test_property_ascii_fast_path_splits_as_the_gpt2_pattern(s):
+    import regex
+    from nima_tokenizers.bpe import GPT2_ASCII, GPT2_PATTERN
+
+    assert GPT2_ASCII.findall(s) == regex.findall(GPT2_PATTERN, s)

@@ -99,6 +99,21 @@ def test_encode_batch_padding_truncation_mask():
         tok.encode_batch(texts, padding=False, return_tensors="pt")
 
 
+def test_unset_roles_are_none_and_what_needs_them_says_so():
+    tok = char()
+    assert tok.roles == {"pad": "<pad>", "unk": "<unk>", "sos": "<sos>", "eos": "<eos>"}
+    tok.set_role("pad", None)
+    tok.set_role("sos", None)
+    assert tok.pad_id is None and tok.sos_id is None
+    with pytest.raises(ValueError, match="add_special_tokens=True.* needs a sos token"):
+        tok.encode("to", add_special_tokens=True)
+    with pytest.raises(ValueError, match="needs a pad token.*set_role\\('pad', token\\)"):
+        tok.encode_batch(["to", "be or"])
+    assert tok.encode_batch(["to", "b"], pad_id=tok.eos_id)["input_ids"][1][-1] == tok.eos_id
+    with pytest.raises(ValueError, match="unknown role 'bos'"):
+        tok.set_role("bos", "<sos>")
+
+
 def test_untrained_tokenizer_says_so():
     tok = nima.get("tokenizer", "char")()
     with pytest.raises(RuntimeError, match="train"):
@@ -121,7 +136,7 @@ def test_save_load_round_trip(tmp_path):
     assert back.max_vocab_size == 30
     assert back.encode(TEXT) == tok.encode(TEXT)
     assert back.fingerprint() == tok.fingerprint()
-    assert json.loads(path.read_text())["version"] == 1
+    assert json.loads(path.read_text())["version"] == 2
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 

@@ -1,30 +1,62 @@
-"""What every NIMA tokenizer shares: special tokens, batching and the versioned JSON file.
+"""What every NIMA tokenizer shares: special tokens and their roles, batching, the versioned file.
 
 A subclass sets `kind` and implements `_train(texts)`, `_encode_text(text)` (text holding no
 special token -> ids) and `_decode_ids(ids)` (ids of ordinary tokens -> text). What its file
 holds beyond the vocabulary goes through `_state()` / `_load_state(data)`.
 
-Special tokens always take the first ids, in order: `<pad>`=0, `<unk>`=1, `<sos>`=2, `<eos>`=3,
-then the user-defined ones. They are never produced from text unless the caller passes
-`allowed_special`, so a file that happens to contain "<eos>" encodes as ordinary characters.
+Special tokens: a tokenizer trained here puts them first, in order: `<pad>`=0, `<unk>`=1,
+`<sos>`=2, `<eos>`=3, then the user-defined ones. A loaded file may put others anywhere (GPT-2's
+tokenizer.json has one, `<|endoftext|>`, at 50256). Each role (`pad`, `unk`, `sos`, `eos`) names
+one special token or none: then its id (`pad_id`, ...) is None, and whatever needs it (padding,
+`add_special_tokens`) raises a ValueError saying so. Special tokens are never produced from text
+unless the caller passes `allowed_special`, so a file that happens to contain "<eos>" encodes
+as ordinary characters.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from nima import atomic
 from nima.errors import CheckpointError, ConfigError
 
-SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<unk>", "<sos>", "<eos>")
+ROLES: tuple[str, ...] = ("pad", "unk", "sos", "eos")
+SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<unk>", "<sos>", "<eos>")  # NIMA's, one per role
 FILE_FORMAT = "nima-tokenizer"
-FILE_VERSION = 1
+FILE_VERSION = 2  # 2 adds "special_ids" and "roles"; version 1 (specials first, NIMA's roles) reads
+READABLE_VERSIONS = (1, 2)
+
+# Role names of other tokenizers' special tokens (Hugging Face files name them, they do not
+# assign roles). GPT-2 has only `<|endoftext|>`: it is its eos and its bos (see `roles_by_name`).
+ROLE_NAMES: dict[str, tuple[str, ...]] = {
+    "pad": ("<pad>", "[PAD]", "<|pad|>", "<|padding|>"),
+    "unk": ("<unk>", "[UNK]", "<|unk|>"),
+    "sos": ("<sos>", "<s>", "<bos>", "[BOS]", "<|bos|>", "<|startoftext|>", "<|begin_of_text|>"),
+    "eos": ("<eos>", "</s>", "[EOS]", "<|eos|>", "<|endoftext|>", "<|end_of_text|>"),
+}
+
+
+def roles_by_name(special_tokens: Collection[str], unk: str | None = None) -> dict[str, str | None]:
+    """Each role's special token, recognised by its usual name (`ROLE_NAMES`), else None.
+
+    `unk` is the token a file itself names as unknown (a Hugging Face BPE model's `unk_token`).
+    A tokenizer without a start token whose end token is `<|endoftext|>` starts with it too,
+    as GPT-2 does.
+    """
+    roles = {
+        role: next((t for t in names if t in special_tokens), None)
+        for role, names in ROLE_NAMES.items()
+    }
+    if unk is not None and unk in special_tokens:
+        roles["unk"] = unk
+    if roles["sos"] is None and roles["eos"] == "<|endoftext|>":
+        roles["sos"] = roles["eos"]
+    return roles
 
 
 class Tokenizer:
@@ -47,40 +79,86 @@ class Tokenizer:
             )
         self.max_vocab_size = vocab_size
         self.trained = False
+        self._roles: dict[str, str | None] = dict(zip(ROLES, SPECIAL_TOKENS, strict=True))
         self._set_vocab(list(self.special_tokens))
 
     # ----- vocabulary -----------------------------------------------------------------------
 
-    def _set_vocab(self, tokens: list[str]) -> None:
-        """Install id -> token; the special tokens must come first, in order."""
-        n = len(self.special_tokens)
-        if tuple(tokens[:n]) != self.special_tokens:
-            raise ValueError(f"vocabulary must start with the special tokens {self.special_tokens}")
+    def _set_vocab(self, tokens: list[str], special_ids: Mapping[str, int] | None = None) -> None:
+        """Install id -> token. `special_ids` places each special token; without it this
+        tokenizer's special tokens take the first ids, in order (the layout training makes)."""
+        if special_ids is None:
+            n = len(self.special_tokens)
+            if tuple(tokens[:n]) != self.special_tokens:
+                raise ValueError(
+                    f"vocabulary must start with the special tokens {self.special_tokens}"
+                )
+            special_ids = {t: i for i, t in enumerate(self.special_tokens)}
+        for token, i in special_ids.items():
+            if not (isinstance(i, int) and 0 <= i < len(tokens) and tokens[i] == token):
+                raise ValueError(f"special token {token!r} is not at id {i} of the vocabulary")
         self._vocab = tokens
-        self._ids = {}
+        self._special_ids = dict(sorted(special_ids.items(), key=lambda item: item[1]))
+        self.special_tokens = tuple(self._special_ids)
+        self._special_id_set = frozenset(self._special_ids.values())
+        # Ordinary tokens: what text encodes to. An ordinary token equal to a special one keeps
+        # its own id here; `_ids` (token_to_id) gives the special one.
+        self._ordinary: dict[str, int] = {}
         for i, token in enumerate(tokens):
-            self._ids.setdefault(token, i)  # a special token wins over an equal ordinary one
-        self._special_ids = {t: i for i, t in enumerate(self.special_tokens)}
+            if i not in self._special_id_set:
+                self._ordinary.setdefault(token, i)
+        self._ids = {**self._ordinary, **self._special_ids}
 
     @property
     def vocab_size(self) -> int:
         return len(self._vocab)
 
     @property
-    def pad_id(self) -> int:
-        return 0
+    def roles(self) -> dict[str, str | None]:
+        """The special token of each role (`pad`, `unk`, `sos`, `eos`), or None where unset."""
+        return dict(self._roles)
+
+    def set_role(self, role: str, token: str | None) -> None:
+        """Give `role` to the special token `token` (None unsets it), e.g. pad with GPT-2's eos."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; the roles are {', '.join(ROLES)}")
+        if token is not None and token not in self._special_ids:
+            raise ValueError(
+                f"{token!r} is not a special token of this {self.kind} tokenizer; its special "
+                f"tokens are {', '.join(self.special_tokens) or 'none'}"
+            )
+        self._roles[role] = token
+
+    def _role_id(self, role: str) -> int | None:
+        token = self._roles[role]
+        return None if token is None else self._special_ids[token]
 
     @property
-    def unk_id(self) -> int:
-        return 1
+    def pad_id(self) -> int | None:
+        return self._role_id("pad")
 
     @property
-    def sos_id(self) -> int:
-        return 2
+    def unk_id(self) -> int | None:
+        return self._role_id("unk")
 
     @property
-    def eos_id(self) -> int:
-        return 3
+    def sos_id(self) -> int | None:
+        return self._role_id("sos")
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._role_id("eos")
+
+    def _require_role(self, role: str, needed_by: str) -> int:
+        """The id of `role`, or a ValueError saying what needed it and how to go without."""
+        token_id = self._role_id(role)
+        if token_id is None:
+            raise ValueError(
+                f"{needed_by} needs a {role} token, and this {self.kind} tokenizer has none (its "
+                f"special tokens: {', '.join(self.special_tokens) or 'none'}). Give the role to "
+                f"one of them with set_role({role!r}, token), or do without it."
+            )
+        return token_id
 
     def token_to_id(self, token: str) -> int:
         try:
@@ -105,7 +183,8 @@ class Tokenizer:
     # ----- training -------------------------------------------------------------------------
 
     def train(self, texts: str | Iterable[str]) -> None:
-        """Learn the vocabulary from a string or an iterable of strings (replaces any previous one)."""
+        """Learn the vocabulary from a string or an iterable of strings (replaces any previous
+        one; the special tokens and roles are kept, the special tokens taking the first ids)."""
         self._train([texts] if isinstance(texts, str) else list(texts))
         self.trained = True
 
@@ -126,7 +205,7 @@ class Tokenizer:
         add_special_tokens: bool = False,
         allowed_special: Literal["all"] | Collection[str] = (),
     ) -> list[int]:
-        """Token ids of `text`; `<sos>`/`<eos>` around it if `add_special_tokens`.
+        """Token ids of `text`; the sos and eos tokens around it if `add_special_tokens`.
 
         Special tokens written in `text` become their ids only if listed in `allowed_special`
         (or it is "all"); otherwise they are encoded as ordinary text.
@@ -134,6 +213,9 @@ class Tokenizer:
         self._require_trained()
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        if add_special_tokens:
+            sos = self._require_role("sos", "encode(..., add_special_tokens=True)")
+            eos = self._require_role("eos", "encode(..., add_special_tokens=True)")
         pattern = self._special_pattern(allowed_special)
         if pattern is None:
             ids = self._encode_text(text)
@@ -145,7 +227,7 @@ class Tokenizer:
                 start = match.end()
             ids += self._encode_text(text[start:])
         if add_special_tokens:
-            ids = [self.sos_id, *ids, self.eos_id]
+            ids = [sos, *ids, eos]
         return ids
 
     def _special_pattern(self, allowed: Literal["all"] | Collection[str]) -> re.Pattern | None:
@@ -158,6 +240,8 @@ class Tokenizer:
                 f"allowed_special names {unknown[0]!r}, which is not a special token of this "
                 f"tokenizer; its special tokens are {', '.join(self.special_tokens)}"
             )
+        if not tokens:
+            return None
         tokens.sort(key=len, reverse=True)  # longest first, so "<eos2>" is not read as "<eos>"
         return re.compile("|".join(re.escape(t) for t in tokens))
 
@@ -166,11 +250,11 @@ class Tokenizer:
         self._require_trained()
         ids = [int(i) for i in ids]
         self._check_ids(ids)
-        n_special = len(self.special_tokens)
+        special = self._special_id_set
         parts: list[str] = []
         run: list[int] = []
         for i in ids:
-            if i >= n_special:
+            if i not in special:
                 run.append(i)
                 continue
             if run:
@@ -200,13 +284,15 @@ class Tokenizer:
         truncation_side: Literal["right", "left"] = "right",
         return_tensors: Literal["pt", "np"] | None = None,
         allowed_special: Literal["all"] | Collection[str] = (),
+        pad_id: int | None = None,
     ) -> dict[str, Any]:
         """`{"input_ids", "attention_mask"}` for several texts.
 
         With `truncation`, sequences longer than `max_length` lose tokens on `truncation_side`.
-        With `padding`, sequences are padded with `<pad>` on `padding_side` to `max_length` if
-        given, else to the longest; the mask is 1 on real tokens and 0 on padding. Tensors
-        ("pt") and arrays ("np") need equal lengths, so they need padding.
+        With `padding`, sequences are padded on `padding_side` to `max_length` if given, else to
+        the longest, with `pad_id` if given, else the pad token (a ValueError if there is none);
+        the mask is 1 on real tokens and 0 on padding. Tensors ("pt") and arrays ("np") need
+        equal lengths, so they need padding.
         """
         if padding_side not in ("right", "left") or truncation_side not in ("right", "left"):
             raise ValueError("padding_side and truncation_side must be 'right' or 'left'")
@@ -214,6 +300,10 @@ class Tokenizer:
             raise ValueError("truncation=True needs max_length")
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors must be None, 'pt' or 'np', got {return_tensors!r}")
+        if padding:
+            if pad_id is None:
+                pad_id = self._require_role("pad", "encode_batch(..., padding=True) without pad_id")
+            self._check_ids([pad_id])
         batch = [self.encode(t, add_special_tokens, allowed_special) for t in texts]
         if truncation:
             batch = [
@@ -229,9 +319,9 @@ class Tokenizer:
             for k, ids in enumerate(batch):
                 fill = width - len(ids)
                 if padding_side == "right":
-                    batch[k], masks[k] = ids + [self.pad_id] * fill, masks[k] + [0] * fill
+                    batch[k], masks[k] = ids + [pad_id] * fill, masks[k] + [0] * fill
                 else:
-                    batch[k], masks[k] = [self.pad_id] * fill + ids, [0] * fill + masks[k]
+                    batch[k], masks[k] = [pad_id] * fill + ids, [0] * fill + masks[k]
         elif return_tensors is not None and len({len(ids) for ids in batch}) > 1:
             raise ValueError("return_tensors needs sequences of one length: use padding=True")
         if return_tensors is None:
@@ -255,7 +345,7 @@ class Tokenizer:
         """Constructor arguments that rebuild this tokenizer before its state is loaded."""
         return {
             "vocab_size": self.max_vocab_size,
-            "special_tokens": list(self.special_tokens[len(SPECIAL_TOKENS) :]),
+            "special_tokens": [t for t in self.special_tokens if t not in SPECIAL_TOKENS],
         }
 
     def _state(self) -> dict[str, Any]:
@@ -272,6 +362,8 @@ class Tokenizer:
             "config": self._config(),
             "trained": self.trained,
             "vocab": list(self._vocab),
+            "special_ids": dict(self._special_ids),
+            "roles": dict(self._roles),
             **self._state(),
         }
 
@@ -282,7 +374,7 @@ class Tokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write one JSON file, atomically (a killed process leaves the old file or none)."""
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        atomic.write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
@@ -304,10 +396,18 @@ class Tokenizer:
             vocab = data["vocab"]
             if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
                 raise ValueError("'vocab' must be a list of strings")
-            tokenizer._set_vocab(vocab)
+            if data["version"] == 1:  # the special tokens first, with NIMA's roles
+                tokenizer._set_vocab(vocab)
+            else:
+                tokenizer._set_vocab(vocab, data["special_ids"])
+                roles = data["roles"]
+                if set(roles) != set(ROLES):
+                    raise ValueError(f"'roles' must name exactly the roles {', '.join(ROLES)}")
+                for role, token in roles.items():
+                    tokenizer.set_role(role, token)
             tokenizer._load_state(data)
             tokenizer.trained = bool(data["trained"])
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise CheckpointError(
                 f"Tokenizer file {path} is corrupt ({what}). It is a {FILE_FORMAT} file but its "
@@ -338,26 +438,12 @@ def read_tokenizer_file(path: Path) -> dict[str, Any]:
             f"field). NIMA reads files written by Tokenizer.save; a Hugging Face tokenizer.json "
             f"of a byte-level BPE model loads with nima.get('tokenizer', 'bpe').load(path)."
         )
-    if data.get("version") != FILE_VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"Tokenizer file {path} has format version {data.get('version')!r}; this NIMA reads "
-            f"version {FILE_VERSION}. Use the NIMA version that wrote it, or train a new tokenizer."
+            f"versions {' and '.join(map(str, READABLE_VERSIONS))}. Use the NIMA version that "
+            f"wrote it, or train a new tokenizer."
         )
     if not isinstance(data.get("kind"), str):
-        raise CheckpointError(f'Tokenizer file {path} is corrupt (no tokenizer "kind").')
+        raise CheckpointError(f'Tokenizer file {path} is corrupt (no "kind").')
     return data
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,10 +1,19 @@
 """Byte-level BPE (GPT-2 style), trained in pure Python, interoperable with Hugging Face files.
 
-Encoding: text -> pre-tokens (GPT-2 regex by default) -> UTF-8 bytes -> merges by rank. Every
-string encodes without `<unk>`, except one holding a lone surrogate (U+D800..U+DFFF), which has
-no UTF-8 form: encode raises ValueError naming it. `decode(encode(s)) == s` for every other
-string (with `add_prefix_space=False`, the default). Decoding ids that cut a character in half
-gives U+FFFD for the broken bytes, as Hugging Face does.
+Encoding: text -> pre-tokens -> UTF-8 bytes -> merges by rank, the lowest rank first and, among
+equal ranks, the leftmost first, exactly as Hugging Face `tokenizers` applies them. Pre-tokens
+come from a regex (GPT-2's by default) run by the `regex` package, which knows `\\p{..}` as HF's
+engine does; GPT-2's pattern on ASCII text runs as an equivalent `re` pattern, twice as fast.
+Every string encodes without `<unk>`, except one holding a lone surrogate (U+D800..U+DFFF),
+which has no UTF-8 form: encode raises ValueError naming it. `decode(encode(s)) == s` for every
+other string (with `add_prefix_space=False`, the default). Decoding ids that cut a character in
+half gives U+FFFD for the broken bytes, as Hugging Face does.
+
+A long word (one the pre-tokenizer does not split: a run of letters, digits or whitespace)
+merges in O(n log n): a linked list of symbols and a heap of (rank, position) candidates, stale
+candidates skipped when popped (HF's `Word::merge_all`). Words of at most `SHORT_WORD` bytes, the
+common case, take a plain scan for the lowest rank, which is faster at that size. Encoded words
+are cached, up to `CACHE_LIMIT` of them and none longer than `CACHE_MAX_CHARS`.
 
 Training keeps, for each adjacent pair, its count (weighted by pre-token frequency) and the
 set of pre-tokens that hold it; a merge updates only those pre-tokens, and the best pair comes
@@ -19,17 +28,28 @@ import functools
 import heapq
 import itertools
 import json
+import re
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import regex
+
+from nima import atomic
 from nima.errors import CheckpointError, ConfigError
-from nima_tokenizers.base import SPECIAL_TOKENS, Tokenizer, atomic_write_text
-from nima_tokenizers.unicode_classes import pretokenizer
+from nima_tokenizers.base import Tokenizer, roles_by_name
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-CACHE_LIMIT = 200_000  # pre-tokens whose encoding is remembered
+# The same pattern for ASCII text, where \p{L} is [A-Za-z], \p{N} is [0-9] and \s (Unicode
+# White_Space) is [\t\n\v\f\r ]: Python's `re` runs it twice as fast as `regex` runs the original.
+GPT2_ASCII = re.compile(
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\t\n\v\f\r A-Za-z0-9]+"""
+    r"""|[\t\n\v\f\r ]+(?![^\t\n\v\f\r ])|[\t\n\v\f\r ]+"""
+)
+CACHE_LIMIT = 100_000  # words whose encoding is remembered; emptied when it holds more
+CACHE_MAX_CHARS = 256  # longer words are encoded each time (as HF does), never cached
+SHORT_WORD = 24  # bytes; up to here the quadratic scan (in C) beats the heap (in Python)
 _NONE = 1 << 62  # the rank of a pair that has no merge
 
 
@@ -74,16 +94,17 @@ class BPETokenizer(Tokenizer):
         self.ignore_merges = (
             ignore_merges  # HF option: a pre-token already in the vocab is kept whole
         )
-        self._pre = pretokenizer(self.pattern) if self.pattern else None
+        try:
+            self._pre = regex.compile(self.pattern) if self.pattern else None
+        except regex.error as exc:
+            raise ConfigError(
+                f"bpe tokenizer: pattern {pattern!r} is not a valid regex: {exc}"
+            ) from None
 
     # ----- vocabulary and merges ------------------------------------------------------------
 
-    def _set_vocab(self, tokens: list[str]) -> None:
-        super()._set_vocab(tokens)
-        n = len(self.special_tokens)
-        self._ordinary = {}
-        for i in range(n, len(tokens)):
-            self._ordinary.setdefault(tokens[i], i)
+    def _set_vocab(self, tokens: list[str], special_ids: dict[str, int] | None = None) -> None:
+        super()._set_vocab(tokens, special_ids)
         b2u, u2b = bytes_to_unicode(), unicode_to_bytes()
         self._byte_ids = [self._ordinary.get(b2u[b]) for b in range(256)]
         self._token_bytes = [
@@ -102,7 +123,7 @@ class BPETokenizer(Tokenizer):
                 raise ValueError(
                     f"merge {rank} ({self._vocab[a]!r}, {self._vocab[b]!r}) makes a token not in the vocab"
                 )
-            rank_of.setdefault((a, b), rank)
+            rank_of[(a, b)] = rank  # a pair listed twice has its last rank, as in HF
             new_of.append(self._ordinary[merged])
         self._merges, self._rank_of, self._new_of, self._cache = list(merges), rank_of, new_of, {}
 
@@ -116,7 +137,11 @@ class BPETokenizer(Tokenizer):
     def _pieces(self, text: str) -> list[str]:
         if self.add_prefix_space and text and not text.startswith(" "):
             text = " " + text
-        return self._pre.split(text) if self._pre is not None else ([text] if text else [])
+        if self._pre is None:
+            return [text] if text else []
+        if text.isascii() and self.pattern == GPT2_PATTERN:  # isascii: O(1), CPython knows
+            return GPT2_ASCII.findall(text)
+        return _split(self._pre, text)
 
     def _train(self, texts: list[str]) -> None:
         counts: Counter[str] = Counter()
@@ -180,11 +205,15 @@ class BPETokenizer(Tokenizer):
     def _encode_text(self, text: str) -> list[int]:
         pieces = self._pieces(text)
         cache = self._cache
+        fresh = {piece: self._bpe(piece) for piece in set(pieces).difference(cache)}
+        cache.update(fresh)  # for this call; what may not stay leaves below
+        ids = list(itertools.chain.from_iterable(map(cache.__getitem__, pieces)))
+        for piece in fresh:
+            if len(piece) > CACHE_MAX_CHARS:
+                del cache[piece]
         if len(cache) > CACHE_LIMIT:
             cache.clear()
-        for piece in set(pieces).difference(cache):
-            cache[piece] = self._bpe(piece)
-        return list(itertools.chain.from_iterable(map(cache.__getitem__, pieces)))
+        return ids
 
     def _bpe(self, piece: str) -> list[int]:
         """Merge the piece's bytes, lowest-ranked pair first, all its occurrences left to right."""
@@ -199,8 +228,13 @@ class BPETokenizer(Tokenizer):
                 f"bpe tokenizer: byte 0x{data[word.index(None)]:02x} of {piece!r} has no token "
                 f"in this vocabulary (a byte-level vocabulary should hold all 256 bytes)."
             )
-        # One merge at a time, the leftmost of the lowest rank (as HF); only the two neighbouring
-        # ranks change, so each step is a min/index over a short list, in C.
+        if len(word) <= SHORT_WORD:
+            return self._merge_short(word)
+        return self._merge_long(word)
+
+    def _merge_short(self, word: list[int]) -> list[int]:
+        """Merge by scanning for the leftmost lowest rank after each merge: O(n^2), but the scan
+        is a min/index in C, the fastest way for the short words of ordinary text."""
         get, new_of = self._rank_of.get, self._new_of
         ranks = [get(pair, _NONE) for pair in pairwise(word)]
         while ranks:
@@ -215,6 +249,40 @@ class BPETokenizer(Tokenizer):
             if i < len(ranks):
                 ranks[i] = get((word[i], word[i + 1]), _NONE)
         return word
+
+    def _merge_long(self, word: list[int]) -> list[int]:
+        """Merge in O(n log n) (HF's `Word::merge_all`): symbols in a linked list, candidate
+        merges in a min-heap keyed by (rank, position), so the leftmost of the lowest rank pops
+        first; a candidate whose pair has changed since it was pushed is skipped when popped."""
+        get, new_of = self._rank_of.get, self._new_of
+        n = len(word)
+        shift = n.bit_length()  # heap key: rank << shift | position, one int compares fastest
+        mask = (1 << shift) - 1
+        nxt = list(range(1, n + 1))  # n: no next symbol
+        prv = list(range(-1, n - 1))  # -1: no previous symbol
+        heap = [r << shift | i for i, r in enumerate(map(get, pairwise(word))) if r is not None]
+        heapq.heapify(heap)
+        pop, push = heapq.heappop, heapq.heappush
+        while heap:
+            key = pop(heap)
+            i = key & mask
+            j = nxt[i]
+            if j == n or word[i] < 0 or get((word[i], word[j])) != key >> shift:
+                continue  # stale: symbol i was merged into its left, or its pair changed
+            new = word[i] = new_of[key >> shift]
+            word[j] = -1  # removed
+            k = nxt[i] = nxt[j]
+            if k < n:
+                prv[k] = i
+                rank = get((new, word[k]))
+                if rank is not None:
+                    push(heap, rank << shift | i)
+            p = prv[i]
+            if p >= 0:
+                rank = get((word[p], new))
+                if rank is not None:
+                    push(heap, rank << shift | p)
+        return [t for t in word if t >= 0]
 
     def _decode_ids(self, ids: list[int]) -> str:
         token_bytes = self._token_bytes
@@ -257,7 +325,13 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_huggingface(cls, data: dict[str, Any], path: Path | str = "<dict>") -> BPETokenizer:
-        """Build from a parsed Hugging Face tokenizer.json; unsupported parts are a clear error."""
+        """Build from a parsed Hugging Face tokenizer.json; unsupported parts are a clear error.
+
+        Special tokens keep the ids the file gives them; roles are recognised by name
+        (`nima_tokenizers.base.roles_by_name`: GPT-2's `<|endoftext|>` is eos and sos), others
+        stay unset. The file's post_processor is not read: `add_special_tokens` puts the sos
+        and eos tokens around the text.
+        """
         try:
             return cls._from_hf(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -265,8 +339,8 @@ class BPETokenizer(Tokenizer):
             raise CheckpointError(
                 f"Hugging Face tokenizer file {path} cannot be used as a NIMA bpe tokenizer: {what}. "
                 f"Supported: a BPE model with a ByteLevel pre-tokenizer (or Split regex + ByteLevel), "
-                f"no normalizer, no byte_fallback, and added special tokens "
-                f"{', '.join(SPECIAL_TOKENS)} at ids 0-3 (user-defined ones may follow)."
+                f"no normalizer, no byte_fallback, ids contiguous from 0, and added tokens that are "
+                f"special, at any id, without single_word, lstrip or rstrip."
             ) from None
 
     @classmethod
@@ -281,38 +355,43 @@ class BPETokenizer(Tokenizer):
             raise ValueError("byte_fallback and normalizers are not supported")
         pattern, add_prefix_space = _read_hf_pre_tokenizer(data.get("pre_tokenizer"))
         vocab_map: dict[str, int] = dict(model["vocab"])
-        specials = sorted(
-            (t["id"], t["content"]) for t in data.get("added_tokens", []) if t.get("special")
-        )
-        for i, content in specials:
-            vocab_map.setdefault(content, i)
-        special_names = [c for _, c in specials]
-        if [i for i, _ in specials] != list(range(len(specials))) or tuple(
-            special_names[:4]
-        ) != SPECIAL_TOKENS:
-            raise ValueError(f"its special tokens are {special_names}")
+        special_ids: dict[str, int] = {}
+        for added in data.get("added_tokens", []):
+            # HF splits every added token out of the text before the model sees it; NIMA does
+            # that for special tokens (when allowed), so a plain added token would encode apart.
+            content, i = added["content"], added["id"]
+            if not added.get("special"):
+                raise ValueError(f"added token {content!r} (id {i}) is not special")
+            unsupported = [k for k in ("single_word", "lstrip", "rstrip") if added.get(k)]
+            if unsupported:
+                raise ValueError(f"special token {content!r} sets {', '.join(unsupported)}")
+            if vocab_map.setdefault(content, i) != i:
+                raise ValueError(
+                    f"special token {content!r} has id {i}, the model vocab {vocab_map[content]}"
+                )
+            special_ids[content] = i
         by_id = sorted((i, t) for t, i in vocab_map.items())
         if [i for i, _ in by_id] != list(range(len(by_id))):
             raise ValueError("vocabulary ids are not contiguous from 0")
         tokenizer = cls(
-            vocab_size=len(by_id),
-            special_tokens=special_names[4:],
+            vocab_size=None,  # no training cap: it was trained elsewhere
             pattern=pattern,
             add_prefix_space=add_prefix_space,
             ignore_merges=bool(model.get("ignore_merges", False)),
         )
-        tokenizer._set_vocab([t for _, t in by_id])
+        tokenizer._set_vocab([t for _, t in by_id], special_ids)
+        for role, token in roles_by_name(special_ids, model.get("unk_token")).items():
+            tokenizer.set_role(role, token)
         tokenizer._set_merges(tokenizer._merge_ids(model["merges"]))
         tokenizer.trained = True
         return tokenizer
 
     def to_huggingface(self) -> dict[str, Any]:
         """This tokenizer as a Hugging Face tokenizer.json object."""
-        n = len(self.special_tokens)
         added = [
             {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
              "normalized": False, "special": True}
-            for i, t in enumerate(self.special_tokens)
+            for t, i in self._special_ids.items()
         ]  # fmt: skip
         byte_level = {"type": "ByteLevel", "add_prefix_space": self.add_prefix_space,
                       "trim_offsets": True, "use_regex": self.pattern == GPT2_PATTERN}  # fmt: skip
@@ -326,7 +405,10 @@ class BPETokenizer(Tokenizer):
                 "invert": False,
             }
             pre_tokenizer = {"type": "Sequence", "pretokenizers": [split, byte_level]}
-        vocab = {t: i for i, t in enumerate(self._vocab) if i >= n or t not in self._ordinary}
+        special = self._special_id_set  # a special token also in the model vocab, unless an
+        vocab = {  # ordinary token of the same text holds that entry
+            t: i for i, t in enumerate(self._vocab) if i not in special or t not in self._ordinary
+        }
         return {
             "version": "1.0",
             "truncation": None,
@@ -347,7 +429,26 @@ class BPETokenizer(Tokenizer):
     def save_huggingface(self, path: str | Path) -> None:
         """Write a tokenizer.json that Hugging Face `tokenizers.Tokenizer.from_file` reads."""
         self._require_trained()
-        atomic_write_text(Path(path), json.dumps(self.to_huggingface(), ensure_ascii=False))
+        atomic.write_text(path, json.dumps(self.to_huggingface(), ensure_ascii=False))
+
+
+def _split(pattern: regex.Pattern, text: str) -> list[str]:
+    """The pattern's matches and the gaps between them, in order (HF's Split, "Isolated"), so
+    nothing of `text` is lost."""
+    if not pattern.groups:
+        pieces = pattern.findall(text)
+        if sum(map(len, pieces)) == len(text):  # the matches cover the text (GPT-2's always do)
+            return pieces
+    pieces, start = [], 0
+    for m in pattern.finditer(text):
+        if m.start() > start:
+            pieces.append(text[start : m.start()])
+        if m.end() > m.start():
+            pieces.append(m.group())
+        start = m.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
 
 
 def _utf8(piece: str) -> bytes:

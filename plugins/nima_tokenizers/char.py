@@ -28,13 +28,8 @@ class CharTokenizer(Tokenizer):
             chars = chars[: self.max_vocab_size - len(self.special_tokens)]  # most frequent
         self._set_vocab([*self.special_tokens, *sorted(chars)])
 
-    def _set_vocab(self, tokens: list[str]) -> None:
-        super()._set_vocab(tokens)
-        n = len(self.special_tokens)  # special tokens are never read from plain text
-        self._char_ids = {c: i for i, c in enumerate(tokens[n:], start=n)}
-
     def _encode_text(self, text: str) -> list[int]:
-        get, unk = self._char_ids.get, self.unk_id
+        get, unk = self._ordinary.get, self._require_role("unk", "char encoding")
         return [get(c, unk) for c in text]
 
     def _decode_ids(self, ids: list[int]) -> str:

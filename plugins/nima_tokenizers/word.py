@@ -37,14 +37,9 @@ class WordTokenizer(Tokenizer):
             pieces = pieces[: self.max_vocab_size - len(self.special_tokens)]
         self._set_vocab([*self.special_tokens, *pieces])
 
-    def _set_vocab(self, tokens: list[str]) -> None:
-        super()._set_vocab(tokens)
-        n = len(self.special_tokens)  # special tokens are never read from plain text
-        self._piece_ids = {p: i for i, p in enumerate(tokens[n:], start=n)}
-
     def _encode_text(self, text: str) -> list[int]:
-        get, unk, ids = self._piece_ids.get, self.unk_id, []
-        space = self._piece_ids.get(" ")
+        get, unk, ids = self._ordinary.get, self._require_role("unk", "word encoding"), []
+        space = self._ordinary.get(" ")
         for piece in PIECE.findall(text):
             i = get(piece)
             if i is not None:

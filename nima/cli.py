@@ -14,7 +14,7 @@ from nima.hooks import for_command
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nima.train.run import run_experiment
+    from nima.train.run import interrupted_message, run_experiment
 
     summary = run_experiment(
         args.config,
@@ -24,6 +24,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         device_name=args.device,
         show_progress=not args.no_progress,
     )
+    if summary["interrupted"]:
+        print(interrupted_message(summary), file=sys.stderr)
+        return 130
     print("\n--- sample ---")
     print(summary["sample"])
     print("---")
@@ -72,6 +75,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             greedy=args.greedy,
             seed=args.seed,
             device_name=args.device,
+            checkpoint=args.checkpoint,
         )
     )
     return 0
@@ -125,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--greedy", action="store_true")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device")
+    gen.add_argument("--checkpoint", choices=("best", "last"), default="best")
     gen.set_defaults(func=cmd_generate)
 
     bench = sub.add_parser("bench", help="benchmarks: attention kernels side by side")

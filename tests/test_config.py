@@ -12,7 +12,7 @@ from nima import config
 from nima.errors import ConfigError, UnknownPluginError
 from nima.hooks import PluginSystem, reset
 from nima.registry import FAMILIES
-from nima.train.run import configured_settings
+from nima.runs import configured_settings
 
 
 @pytest.fixture(scope="module")

@@ -93,20 +93,27 @@ def test_cache_hit_reuses_and_changes_invalidate(tmp_path):
     assert len(cache_entries(tmp_path)) == 3
 
 
-def test_half_written_cache_is_never_read(tmp_path):
+def test_half_written_cache_is_never_read(tmp_path, monkeypatch):
     ds = TinyText()
-    prepared = prepare_tokens(ds, nima.get("tokenizer", "char")(), root=tmp_path)
+    tok_cls = type(nima.get("tokenizer", "char")())
+
+    def killed(self, path):  # the writer dies after the arrays, before the tokenizer
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tok_cls, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_tokens(ds, tok_cls(), root=tmp_path)
+    assert list(tmp_path.iterdir()) == [] and cache_entries(tmp_path) == []
+    monkeypatch.undo()
+    prepared = prepare_tokens(ds, tok_cls(), root=tmp_path)
     path = prepared.cache_path
-    tok_cls = type(prepared.tokenizer)
-    (path / "COMPLETE").unlink()  # as if the process died before marking it complete
-    assert read_cache(path, tok_cls) is None
-    assert cache_entries(tmp_path) == []
-    rebuilt = prepare_tokens(ds, nima.get("tokenizer", "char")(), root=tmp_path)
-    assert (rebuilt.cache_path / "COMPLETE").is_file()
-    # A truncated array file with the marker present is rejected too.
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+    # A truncated array file is rejected, and the broken entry is rebuilt in its place.
     data = (path / "train.npy").read_bytes()
     (path / "train.npy").write_bytes(data[: len(data) // 2])
     assert read_cache(path, tok_cls) is None
+    rebuilt = prepare_tokens(ds, tok_cls(), root=tmp_path)
+    assert rebuilt.cache_path == path and read_cache(path, tok_cls) is not None
 
 
 def test_dataset_without_train_split_is_a_clear_error(tmp_path):

@@ -39,7 +39,7 @@ def main_data(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from nima import config
     from nima.hooks import for_command
-    from nima.train.run import configured_settings
+    from nima.runs import configured_settings
 
     system = for_command(getattr(args, "disable_plugins", None))
     config.parse(args.config, args.bind, system)

@@ -4,9 +4,9 @@
 vocabulary yet, encodes every split, and returns the ids as numpy arrays. The arrays are cached
 as .npy files (opened as read-only memmaps) under `$NIMA_CACHE_DIR/tokens/<key>/`, where the key
 hashes the dataset checksum, every split's text and the tokenizer's content before training: a
-changed source, split or tokenizer is a different key. A cache entry is written into a temporary
-folder, completed with a `COMPLETE` marker and renamed into place, so a killed process never
-leaves a folder that reads as valid.
+changed source, split or tokenizer is a different key. An entry is written through
+`nima.atomic.atomic_dir` (a hidden temporary folder, fsynced, renamed into place), so it appears
+whole or not at all; reading checks each array against the entry's meta.json.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -24,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from nima.atomic import atomic_dir
 from nima.contracts import Dataset, Tokenizer
 from nima.data.download import cache_dir
 from nima.errors import CheckpointError, DataError, NimaError
 
 CACHE_VERSION = 1
-MARKER = "COMPLETE"
 META = "meta.json"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -144,27 +143,17 @@ def prepare_tokens(
 def write_cache(
     path: Path, arrays: dict[str, np.ndarray], tokenizer: Tokenizer, metadata: dict[str, Any]
 ) -> PreparedData:
-    """Write an entry into a temporary folder, mark it complete, rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    """Write an entry atomically to `path` and read it back."""
+    if path.exists() and read_cache(path, type(tokenizer)) is None:  # a broken entry: replace it
+        shutil.rmtree(path, ignore_errors=True)
     try:
-        for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array)
-        tokenizer.save(tmp / TOKENIZER_FILE)
-        (tmp / META).write_text(json.dumps(metadata, indent=1), encoding="utf-8")
-        for file in tmp.iterdir():
-            with open(file, "rb") as f:
-                os.fsync(f.fileno())
-        (tmp / MARKER).write_text(metadata["key"], encoding="utf-8")
-        if path.exists() and not (path / MARKER).is_file():  # a broken entry: replace it
-            shutil.rmtree(path, ignore_errors=True)
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process completed the same (identical) entry first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(path) as tmp:
+            for name, array in arrays.items():
+                np.save(tmp / f"{name}.npy", array)
+            tokenizer.save(tmp / TOKENIZER_FILE)
+            (tmp / META).write_text(json.dumps(metadata, indent=1), encoding="utf-8")
+    except FileExistsError:
+        pass  # another process completed the same (identical) entry first
     hit = read_cache(path, type(tokenizer))
     if hit is None:
         raise DataError(f"token cache {path} could not be read back after writing it.")
@@ -174,9 +163,9 @@ def write_cache(
 def read_cache(path: Path, tokenizer_cls: type) -> PreparedData | None:
     """The cached entry at `path`, or None if it is absent, incomplete or inconsistent."""
     try:
-        if (path / MARKER).read_text(encoding="utf-8") != path.name:
-            return None
         metadata = json.loads((path / META).read_text(encoding="utf-8"))
+        if metadata["key"] != path.name:  # a renamed or foreign folder
+            return None
         splits = {}
         for name, info in metadata["splits"].items():
             array = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
@@ -211,7 +200,7 @@ def cache_entries(root: str | Path | None = None) -> list[dict[str, Any]]:
     root = Path(root) if root is not None else tokens_root()
     entries = []
     for path in sorted(root.glob("*")) if root.is_dir() else []:
-        if path.name.startswith(".") or not (path / MARKER).is_file():
+        if path.name.startswith("."):  # a temporary folder being written
             continue
         try:
             metadata = json.loads((path / META).read_text(encoding="utf-8"))

@@ -42,12 +42,43 @@ def generate(
     generator: torch.Generator | None = None,
     stop_id: int | None = None,
 ) -> torch.Tensor:
-    """Extend idx (B, N) by up to max_new_tokens, re-reading the last context_length tokens each step."""
+    """Extend idx (B, N) by up to max_new_tokens, re-reading the last context_length tokens each
+    step. The model decodes in eval mode (no dropout) and is left in the mode it came in."""
+    was_training = model.training
     model.eval()
-    for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -model.context_length :])
-        next_id = sampler(logits[:, -1, :], generator)  # (B,)
-        idx = torch.cat([idx, next_id[:, None]], dim=1)
-        if stop_id is not None and bool((next_id == stop_id).all()):
-            break
+    try:
+        for _ in range(max_new_tokens):
+            logits, _ = model(idx[:, -model.context_length :])
+            next_id = sampler(logits[:, -1, :], generator)  # (B,)
+            idx = torch.cat([idx, next_id[:, None]], dim=1)
+            if stop_id is not None and bool((next_id == stop_id).all()):
+                break
+    finally:
+        model.train(was_training)
     return idx
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """A generation prompt's ids; an empty one is refused (the model needs one token to start)."""
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ConfigError(
+            f"The prompt {prompt!r} encodes to no tokens; give at least one character."
+        )
+    return ids
+
+
+def sample_text(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    n_tokens: int,
+    samplers: Sequence[Any],
+    device: torch.device,
+    seed: int,
+) -> str:
+    """`prompt` continued by `n_tokens` tokens through the sampler chain."""
+    ids = torch.tensor([encode_prompt(tokenizer, prompt)], dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out = generate(model, ids, n_tokens, SamplerChain(samplers), generator=generator)
+    return tokenizer.decode(out[0].tolist(), skip_special_tokens=True)

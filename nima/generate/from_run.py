@@ -1,13 +1,13 @@
-"""Sampling from a finished run: its config.gin rebuilds the model, its best checkpoint fills it."""
+"""Sampling from a finished run: `nima.runs.load_run` rebuilds its model from config.gin and
+fills it from a checkpoint (best by default)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from nima import config
-from nima.errors import RunDirError
+from nima.generate import sample_text
 from nima.hooks import PluginSystem
-from nima.train import checkpoint
+from nima.runs import load_run, pick_device
 
 
 def generate_from_run(
@@ -22,20 +22,11 @@ def generate_from_run(
     greedy: bool = False,
     seed: int = 0,
     device_name: str | None = None,
+    checkpoint: str = "best",
 ) -> str:
-    """`prompt` continued from the run's best checkpoint with the chosen sampler plugins."""
-    from nima.train.run import configured_settings, pick_device, sample_text
-
-    run_dir = Path(run_dir)
-    for needed in ("config.gin", "tokenizer.json", "checkpoints/best.safetensors"):
-        if not (run_dir / needed).exists():
-            raise RunDirError(f"{run_dir} is not a finished run directory: {needed} is missing.")
-    config.parse([run_dir / "config.gin"], [], system)
-    settings = configured_settings(needs=("model", "tokenizer"))
-    tokenizer = type(settings.tokenizer).load(run_dir / "tokenizer.json")
+    """`prompt` continued from the run's `checkpoint` with the chosen sampler plugins."""
     device = pick_device(device_name)
-    model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
-    checkpoint.load(model, run_dir / "checkpoints" / "best")
+    run = load_run(run_dir, system, device, checkpoint)
 
     samplers = system.registries["sampler"]
     chain = []
@@ -47,4 +38,4 @@ def generate_from_run(
         chain.append(samplers.get("top_p")(top_p))
     if greedy:
         chain.append(samplers.get("greedy")())
-    return sample_text(model, tokenizer, prompt, max_new_tokens, chain, device, seed)
+    return sample_text(run.model, run.tokenizer, prompt, max_new_tokens, chain, device, seed)

@@ -1,1 +1,1 @@
-"""Training: settings (the gin `train` configurable), the loop, checkpoints, run directories."""
+"""Training: settings (the gin `train` configurable), the loop, and writing a run (`nima.runs`)."""

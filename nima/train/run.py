@@ -2,80 +2,28 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import gin
-import numpy as np
 import torch
 
-from nima import config
+from nima import atomic, config
 from nima.data.tokens import prepare_tokens
-from nima.errors import ConfigError
-from nima.generate import SamplerChain, generate
+from nima.generate import encode_prompt, sample_text
 from nima.hooks import PluginSystem
-from nima.train import rundir
+from nima.runs import (
+    claim,
+    claim_default,
+    configured_settings,
+    environment,
+    pick_device,
+    seed_everything,
+)
 from nima.train.metrics import MetricsFile
 from nima.train.progress import ProgressDisplay
-from nima.train.settings import TrainSettings
 from nima.train.trainer import Trainer, check_model_plugins
-
-
-def pick_device(name: str | None) -> torch.device:
-    """--device, else CUDA when present, else the CPU."""
-    if name:
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu.")
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-TRAINING_NEEDS = ("model", "dataset", "tokenizer", "optimizer", "scheduler")
-
-
-def configured_settings(needs: tuple[str, ...] = TRAINING_NEEDS) -> TrainSettings:
-    """The `train` configurable as the parsed gin config sets it; `needs` must all be set."""
-    settings = gin.get_configurable("nima.train")()
-    if missing := settings.missing(needs):
-        raise ConfigError(
-            f"The config does not set {', '.join(f'train.{m}' for m in missing)}; "
-            f"see experiments/gpt.gin for a complete experiment."
-        )
-    return settings
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """A generation prompt's ids; an empty one is refused (the model needs one token to start)."""
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ConfigError(
-            f"The prompt {prompt!r} encodes to no tokens; give at least one character."
-        )
-    return ids
-
-
-def sample_text(
-    model,
-    tokenizer,
-    prompt: str,
-    n_tokens: int,
-    samplers: Sequence[Any],
-    device: torch.device,
-    seed: int,
-) -> str:
-    """`prompt` continued by `n_tokens` tokens through the sampler chain."""
-    ids = torch.tensor([encode_prompt(tokenizer, prompt)], dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    out = generate(model, ids, n_tokens, SamplerChain(samplers), generator=generator)
-    return tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
 
 
 def run_experiment(
@@ -86,7 +34,11 @@ def run_experiment(
     device_name: str | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Train as the gin config says; everything the run produces goes into the run directory."""
+    """Train as the gin config says; everything the run produces goes into the run directory.
+
+    Ctrl-C stops training at a step boundary: `last` is saved and the summary says
+    `interrupted`, with no final evaluation or sample (the caller reports it, exit code 130).
+    """
     config.parse(config_files, bindings, system)
     settings = configured_settings()
     device = pick_device(device_name)
@@ -99,13 +51,13 @@ def run_experiment(
     model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
     check_model_plugins(model, system, device)  # fail before anything is written
     encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
-    run_dir = rundir.claim(Path(run_dir) if run_dir else rundir.default_run_dir(config_files[0]))
+    run_dir = claim(run_dir) if run_dir else claim_default(config_files[0])
     meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
     trainer = Trainer(settings, model, prepared.splits, run_dir, device, system, meta)
 
-    (run_dir / "config.gin").write_text(gin.operative_config_str())
+    atomic.write_text(run_dir / "config.gin", gin.operative_config_str())
     tokenizer.save(run_dir / "tokenizer.json")
-    rundir.write_json(
+    atomic.write_json(
         run_dir / "run.json",
         {
             "config_files": [str(f) for f in config_files],
@@ -116,35 +68,51 @@ def run_experiment(
             "parameters": sum(p.numel() for p in model.parameters()),
             "non_embedding_parameters": model.num_parameters(),
             "plugin_packages": system.packages,
-            **rundir.environment(),
+            **environment(),
         },
     )
 
-    listeners = [MetricsFile(run_dir / "metrics.jsonl")]
-    if show_progress:
-        listeners.append(ProgressDisplay())
+    display = ProgressDisplay() if show_progress else None
+    listeners = [MetricsFile(run_dir / "metrics.jsonl"), *([display] if display else [])]
     for listener in listeners:
         system.pm.register(listener)
     try:
         summary = trainer.fit()
-        summary["final_val_loss"] = trainer.final_evaluation()
-        summary["final_eval"] = settings.final_eval
-        if settings.final_eval == "full":  # exact only when every val token was scored
-            summary["val_bits_per_char"] = prepared.bits_per_char(summary["final_val_loss"], "val")
-        summary["sample"] = sample_text(
-            model,
-            tokenizer,
-            settings.sample_prompt,
-            settings.sample_tokens,
-            settings.samplers,
-            device,
-            settings.seed,
-        )
+        if not summary["interrupted"]:
+            summary["final_val_loss"] = trainer.final_evaluation(display.track if display else None)
+            summary["final_eval"] = settings.final_eval
+            if settings.final_eval == "full":  # exact only when every val token was scored
+                bpc = prepared.bits_per_char(summary["final_val_loss"], "val")
+                summary["val_bits_per_char"] = bpc
+            summary["sample"] = sample_text(
+                model,
+                tokenizer,
+                settings.sample_prompt,
+                settings.sample_tokens,
+                settings.samplers,
+                device,
+                settings.seed,
+            )
         system.hook.nima_train_end(run=trainer.run, summary=summary)
     finally:  # also when training raises: close the file, give the terminal back
         for listener in listeners:
             system.pm.unregister(listener)
             listener.close()
     summary["run_dir"] = str(run_dir)
-    rundir.write_json(run_dir / "summary.json", summary)
+    atomic.write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def interrupted_message(summary: dict[str, Any]) -> str:
+    """What a Ctrl-C'd run left behind and how to go on from it (printed by `nima run`)."""
+    run_dir, step, best_step = summary["run_dir"], summary["steps"], summary["best_step"]
+    best = (
+        f"checkpoints/best.safetensors holds step {best_step}, the best evaluated"
+        if best_step is not None
+        else "no evaluation had run, so there is no best checkpoint"
+    )
+    return (
+        f"interrupted at step {step}: {run_dir}/checkpoints/last.safetensors holds step {step}; "
+        f"{best}. There is no --resume yet; sample it with `nima generate {run_dir} "
+        f"--checkpoint last`, or train again with `nima run {run_dir}/config.gin`."
+    )

@@ -3,8 +3,13 @@ eval on fixed batches, best/last checkpoints, and events out as pluggy hooks."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +20,11 @@ import torch
 from nima.capabilities import require
 from nima.errors import DataError
 from nima.hooks import PluginSystem
-from nima.train import checkpoint
+from nima.runs import load_checkpoint, save_checkpoint
 from nima.train.settings import TrainSettings
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Track = Callable[[list[Batch], str], Iterable[Batch]]  # wraps batches in a progress display
 
 
 @dataclass
@@ -61,29 +69,32 @@ class Batches:
     def offsets(self, n: int) -> torch.Tensor:
         return torch.randint(len(self.data) - self.context - 1, (n,), generator=self.generator)
 
-    def take(self, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, offsets: torch.Tensor) -> Batch:
         window = torch.arange(self.context + 1)
         chunk = self.data[offsets[:, None] + window]  # (B, context + 1)
         return chunk[:, :-1].to(self.device), chunk[:, 1:].to(self.device)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self) -> Batch:
         return self.take(self.offsets(self.batch_size))
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Mean cross-entropy over `batches`, weighted by target count."""
+def evaluate(model: torch.nn.Module, batches: Iterable[Batch]) -> float:
+    """Mean cross-entropy over `batches`, weighted by target count; the model's mode is kept."""
+    was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for x, y in batches:
-        _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
-    model.train()
+    try:
+        for x, y in batches:
+            _, loss = model(x, y)
+            total += loss.item() * y.numel()
+            count += y.numel()
+    finally:
+        model.train(was_training)
     return total / count
 
 
-def full_split_batches(ids: np.ndarray, context: int, batch_size: int, device) -> list:
+def full_split_batches(ids: np.ndarray, context: int, batch_size: int, device) -> list[Batch]:
     """The whole split as consecutive windows (every token predicted once), batched."""
     data = torch.from_numpy(np.asarray(ids, dtype=np.int64))
     n = (len(data) - 1) // context
@@ -94,6 +105,32 @@ def full_split_batches(ids: np.ndarray, context: int, batch_size: int, device) -
     if tail > 0:
         batches.append((data[n * context : -1][None], data[n * context + 1 :][None]))
     return [(bx.to(device), by.to(device)) for bx, by in batches]
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) during training: the first asks the loop to stop at the end of the
+    current step, so the saved state is a whole step; a second one aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step (Ctrl-C again to abort at once)", file=sys.stderr)
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[StopRequest]:
+        """Catch SIGINT while inside (only the main thread may install a signal handler)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 class Trainer:
@@ -119,24 +156,27 @@ class Trainer:
             splits["train"], context, settings.batch_size, settings.seed, device
         )
         val = Batches(splits["val"], context, settings.batch_size, settings.seed + 1, device)
-        self.eval_set = [
-            val.next() for _ in range(settings.eval_batches)
-        ]  # fixed for the whole run
+        self.eval_set = [val.next() for _ in range(settings.eval_batches)]  # fixed for the run
         self.run = Run(settings, run_dir, device, model, settings.steps)
+        self.stop = StopRequest()
 
-    def _checkpoint(self, name: str, step: int, val_loss: float) -> None:
+    def checkpoint_path(self, name: str) -> Path:
+        return self.run_dir / "checkpoints" / f"{name}.safetensors"
+
+    def _checkpoint(self, name: str, step: int, val_loss: float | None) -> None:
         meta = {**self.checkpoint_meta, "step": step, "val_loss": val_loss}
-        checkpoint.save(self.model, self.run_dir / "checkpoints" / name, meta)
+        save_checkpoint(self.model, self.checkpoint_path(name), meta)
 
     def fit(self) -> dict[str, Any]:
+        """Train until `settings.steps`, or until Ctrl-C: then `last` holds the last whole step."""
         s, hook, model = self.s, self.system.hook, self.model
         model.train()
         hook.nima_train_start(run=self.run)
-        best, best_step, step = math.inf, 0, 0
+        best, best_step, done, last_saved = math.inf, None, 0, None
         tokens_per_step = s.batch_size * model.context_length
         start = last_log = time.perf_counter()
         last_log_step = 0  # throughput counts the steps since the clock was last read
-        try:
+        with self.stop.listening():
             for step in range(1, s.steps + 1):
                 x, y = self.train_batches.next()
                 _, loss = model(x, y)
@@ -147,6 +187,7 @@ class Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
+                done = step
                 if step % s.log_interval == 0 or step == s.steps:
                     now = time.perf_counter()
                     metrics = {
@@ -158,35 +199,37 @@ class Trainer:
                     hook.nima_train_step(run=self.run, step=step, metrics=metrics)
                 if step % s.eval_interval == 0 or step == s.steps:
                     val_loss = evaluate(model, self.eval_set)
-                    is_best = val_loss < best
-                    if is_best:
+                    if val_loss < best:
                         best, best_step = val_loss, step
                         self._checkpoint("best", step, val_loss)
                     self._checkpoint("last", step, val_loss)
+                    last_saved = step
                     hook.nima_evaluate(run=self.run, step=step, metrics={"val_loss": val_loss})
                     # eval time is not training throughput
                     last_log, last_log_step = time.perf_counter(), step
-        except KeyboardInterrupt:
-            self.run.summary["interrupted"] = True
+                if self.stop.requested:
+                    break
+        if self.stop.requested and last_saved != done:
+            self._checkpoint("last", done, None)  # not evaluated at this step
         wall = time.perf_counter() - start
         self.run.summary.update(
-            steps=step,
-            best_step=best_step,
-            best_batches_val_loss=best,  # on the fixed eval batches; final_val_loss is the full split
+            steps=done,
+            interrupted=self.stop.requested,
+            best_step=best_step,  # None: nothing was evaluated, there is no best checkpoint
+            best_batches_val_loss=best if best_step is not None else None,  # on the fixed batches
             wall_s=wall,
-            tokens_per_s=tokens_per_step * step / wall if wall else 0.0,
+            tokens_per_s=tokens_per_step * done / wall if wall else 0.0,
         )
         return self.run.summary
 
-    def final_evaluation(self) -> float:
-        """Loss of the best checkpoint over the whole validation split (or the fixed batches)."""
-        best = self.run_dir / "checkpoints" / "best"
-        if best.with_suffix(".safetensors").exists():
-            checkpoint.load(self.model, best)
+    def final_evaluation(self, track: Track | None = None) -> float:
+        """Loss of the best checkpoint over the whole validation split (or the fixed batches).
+        A run that was not interrupted has one: its last step is always evaluated."""
+        load_checkpoint(self.model, self.checkpoint_path("best"))
         if self.s.final_eval == "full":
             batches = full_split_batches(
                 self.splits["val"], self.model.context_length, self.s.batch_size * 4, self.device
             )
         else:
             batches = self.eval_set
-        return evaluate(self.model, batches)
+        return evaluate(self.model, track(batches, "final eval") if track else batches)

@@ -112,3 +112,19 @@ def test_nima_run_interrupted_exits_130_and_says_how_to_go_on(tmp_path) -> None:
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert sample.returncode == 0 and sample.stdout.startswith("The"), sample.stderr
+
+
+def test_ctrl_c_during_the_final_evaluation_still_writes_the_summary(tmp_path, monkeypatch) -> None:
+    from nima.train.trainer import Trainer
+
+    def ctrl_c(self, track=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "final_evaluation", ctrl_c)
+    bindings = [*TINY, "train.steps = 10"]
+    summary = run_experiment(
+        [SMOKE], bindings, reset(), run_dir=tmp_path / "run", show_progress=False
+    )
+    assert summary["interrupted"] and summary["steps"] == 10 and summary["best_step"] == 10
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["interrupted"]
+    assert "interrupted at step 10" in interrupted_message(summary)

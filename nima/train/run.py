@@ -10,7 +10,7 @@ import gin
 import torch
 
 from nima import atomic, config
-from nima.data.tokens import prepare_tokens
+from nima.data.tokens import PreparedData, prepare_tokens
 from nima.generate import encode_prompt, sample_text
 from nima.hooks import PluginSystem
 from nima.runs import (
@@ -79,20 +79,10 @@ def run_experiment(
     try:
         summary = trainer.fit()
         if not summary["interrupted"]:
-            summary["final_val_loss"] = trainer.final_evaluation(display.track if display else None)
-            summary["final_eval"] = settings.final_eval
-            if settings.final_eval == "full":  # exact only when every val token was scored
-                bpc = prepared.bits_per_char(summary["final_val_loss"], "val")
-                summary["val_bits_per_char"] = bpc
-            summary["sample"] = sample_text(
-                model,
-                tokenizer,
-                settings.sample_prompt,
-                settings.sample_tokens,
-                settings.samplers,
-                device,
-                settings.seed,
-            )
+            try:
+                summary.update(_evaluate_and_sample(trainer, prepared, display))
+            except KeyboardInterrupt:  # the training itself is complete and saved
+                summary["interrupted"] = True
         system.hook.nima_train_end(run=trainer.run, summary=summary)
     finally:  # also when training raises: close the file, give the terminal back
         for listener in listeners:
@@ -101,6 +91,29 @@ def run_experiment(
     summary["run_dir"] = str(run_dir)
     atomic.write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _evaluate_and_sample(
+    trainer: Trainer, prepared: PreparedData, display: ProgressDisplay | None
+) -> dict[str, Any]:
+    """The best checkpoint's final loss and a sample from the trained model."""
+    s = trainer.s
+    results: dict[str, Any] = {
+        "final_val_loss": trainer.final_evaluation(display.track if display else None),
+        "final_eval": s.final_eval,
+    }
+    if s.final_eval == "full":  # exact only when every val token was scored
+        results["val_bits_per_char"] = prepared.bits_per_char(results["final_val_loss"], "val")
+    results["sample"] = sample_text(
+        trainer.model,
+        prepared.tokenizer,
+        s.sample_prompt,
+        s.sample_tokens,
+        s.samplers,
+        trainer.device,
+        s.seed,
+    )
+    return results
 
 
 def interrupted_message(summary: dict[str, Any]) -> str:

@@ -12,10 +12,18 @@ import pytest
 import torch
 
 import nima
-from nima.errors import CheckpointError, RunDirError
+from nima.errors import CheckpointError, ConfigError, RunDirError
 from nima.hooks import reset
 from nima.runs import checkpoint as checkpoint_module
-from nima.runs import claim, claim_default, load_checkpoint, load_run, read_checkpoint, rundir
+from nima.runs import (
+    claim,
+    claim_default,
+    load_checkpoint,
+    load_run,
+    pick_device,
+    read_checkpoint,
+    rundir,
+)
 from nima.runs.rundir import CLAIM_FILE
 from nima.train.run import run_experiment
 
@@ -202,3 +210,15 @@ def test_readers_of_a_run_import_nothing_of_the_trainer() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['nima.train.settings']"  # the `train` gin configurable only
+
+
+def test_pick_device_refuses_what_torch_or_this_machine_lacks() -> None:
+    with pytest.raises(ConfigError, match="'gpu' is not a device name; use cpu, cuda or cuda:N"):
+        pick_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available here"):
+            pick_device("cuda")
+    else:
+        with pytest.raises(ConfigError, match="CUDA device"):
+            pick_device(f"cuda:{torch.cuda.device_count()}")
+    assert pick_device("cpu") == torch.device("cpu")

@@ -11,9 +11,12 @@ import os
 import random
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import nima_attention.sdpa
 import pytest
 import torch
+import torch.nn.functional as F
 
 import nima
 from nima.capabilities import triton_interpreter
@@ -45,6 +48,54 @@ def test_sdpa_matches_reference(dtype):
 def test_sdpa_matches_reference_on_random_shapes(dtype):
     cases = random_cases(25, seed=SEED, head_dims=(8, 16, 24, 64))
     check_attention_parity(build("sdpa"), dtype=dtype, cases=cases, device=DEVICE, seed=SEED)
+
+
+# sdpa's causal paths when Nq != Nk: (Nq, Nk, what reaches SDPA as attn_mask)
+SDPA_CAUSAL_PATHS = [
+    (1, 1, "none"),
+    (1, 45, "none"),  # one-token decode: the last query sees every key
+    (13, 40, "causal_lower_right"),  # chunked prefill: fused bottom-right mask
+    (37, 37, "is_causal"),
+    (40, 17, "explicit"),  # Nq > Nk: the first 23 rows see no key and must give zeros
+]
+
+
+@pytest.mark.parametrize("n_q, n_k, path", SDPA_CAUSAL_PATHS)
+def test_sdpa_causal_decode_and_prefill_keep_the_fused_kernels(monkeypatch, n_q, n_k, path):
+    """No materialised mask where SDPA has a fused form: the flash/efficient kernels stay usable."""
+    seen = []
+
+    def spy(q, k, v, attn_mask=None, is_causal=False, **kwargs):
+        seen.append((attn_mask, is_causal))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask, is_causal=is_causal, **kwargs)
+
+    monkeypatch.setattr(nima_attention.sdpa, "F", SimpleNamespace(scaled_dot_product_attention=spy))
+    q, k, v = rand(1, 4, n_q, 16, seed=1), rand(1, 2, n_k, 16, seed=2), rand(1, 2, n_k, 16, seed=3)
+    build("sdpa")(q, k, v, causal=True)
+    (mask, is_causal), kind = seen[0], type(seen[0][0]).__name__
+    assert {
+        "none": mask is None and not is_causal,
+        "is_causal": mask is None and is_causal,
+        "causal_lower_right": kind == "CausalBias" and not is_causal,
+        "explicit": isinstance(mask, torch.Tensor) and mask.dtype == torch.bool,
+    }[path], f"Nq={n_q}, Nk={n_k}: SDPA got attn_mask {kind}, is_causal={is_causal}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+                         ids=str)  # fmt: skip
+def test_sdpa_causal_paths_match_reference(dtype):
+    """Each causal path against the float64 reference, GQA and MQA, odd lengths, custom scale."""
+    cases = [
+        AttentionCase(2, 6, 2, n_q, n_k, 24, causal=True, strided=n_q % 2 == 1, scale=scale)
+        for n_q, n_k, _ in SDPA_CAUSAL_PATHS
+        for scale in (None, 0.3)
+    ]
+    cases += [
+        AttentionCase(1, 3, 1, 1, 45, 64, causal=True),
+        AttentionCase(1, 3, 1, 5, 70, 64, causal=True),
+    ]
+    errors = check_attention_parity(build("sdpa"), dtype=dtype, cases=cases, device=DEVICE)
+    print(f"sdpa causal paths {dtype}: {errors}")
 
 
 @pytest.mark.parametrize("name", ["reference", "sdpa"])

@@ -1,12 +1,21 @@
-"""The GPT model: shapes, causality, tying, GQA, every positional plugin, and its errors."""
+"""The GPT model: shapes, causality, tying, GQA, every positional plugin, init, host syncs and
+its errors."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+
 import pytest
 import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import nima
 from nima.models.gpt import GPT
+from nima.models.positional import Positional
+
+POSITIONALS = ["rope", "rope_triton", "learned", "sinusoidal", "none"]
 
 
 def make(**overrides) -> GPT:
@@ -60,9 +69,124 @@ def test_reference_model_size_matches_nanogpt() -> None:
 
 def test_gpt2_init_scales_residual_projections() -> None:
     torch.manual_seed(0)
-    model = make(d_model=256, n_layers=8)
-    assert abs(model.blocks[0].mlp.fc.weight.std().item() - 0.02) < 0.002
-    assert abs(model.blocks[0].mlp.proj.weight.std().item() - 0.02 / 4) < 0.0005
+    model = make(d_model=256, n_layers=8, bias=True, tie_embeddings=False)
+    block = model.blocks[0]
+    for weight in (model.token_embedding.weight, model.lm_head.weight, block.attn.qkv.weight,
+                   block.mlp.fc.weight):  # fmt: skip
+        assert abs(weight.std().item() - 0.02) < 0.002
+    for weight in (block.attn.proj.weight, block.mlp.proj.weight):  # 0.02 / sqrt(2 * 8)
+        assert abs(weight.std().item() - 0.02 / 4) < 0.0005
+    assert all(torch.all(b == 0) for n, b in model.named_parameters() if n.endswith("bias"))
+    assert torch.all(block.norm1.weight == 1)
+
+
+class CustomInit(Positional):
+    """A plugin with its own init: a constant table, and a layer whose name ends in proj."""
+
+    def __init__(self, **sizes: int):
+        super().__init__(**sizes)
+        self.table = nn.Parameter(torch.full((self.max_len, self.d_model), 3.0))
+        self.xproj = nn.Linear(self.d_model, self.d_model, bias=False)
+        nn.init.ones_(self.xproj.weight)
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.xproj(x + self.table[positions])
+
+
+class ScaledAttention(nn.Module):
+    """An attention plugin with a parameter of its own (a per-channel gain, 2-D)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.full((1, 8), 0.5))
+
+    def forward(self, q, k, v, *, causal, scale=None, key_padding_mask=None):
+        out = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return out * self.gain
+
+
+def test_plugin_parameters_keep_their_own_init() -> None:
+    """GPT initialises its own modules only: not a plugin's table, nor its `xproj.weight`."""
+    model = make(positional=CustomInit, attention=ScaledAttention())
+    assert torch.all(model.positional.table == 3.0)
+    assert torch.all(model.positional.xproj.weight == 1.0)
+    assert torch.all(model.attention.gain == 0.5)
+    assert all(torch.all(b.attn.attention.gain == 0.5) for b in model.blocks)
+
+
+# --- host syncs and per-forward work ---------------------------------------------------------
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops run under it, by name; `_local_scalar_dense` is a device-to-host sync."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(fn: Callable[[], object]) -> Counter[str]:
+    with OpCounter() as counter:
+        fn()
+    return counter.counts
+
+
+def train_step(model: GPT, idx: torch.Tensor, positions: torch.Tensor | None = None) -> None:
+    _, loss = model(idx, idx, positions=positions)
+    loss.backward()
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_forward_and_backward_never_sync(positional: str) -> None:
+    """No `.item()`/`bool(tensor)` on position values: each one stalls a GPU once per layer."""
+    model = make(n_layers=4, positional=nima.get("positional", positional))
+    idx = torch.randint(0, 37, (2, 11))
+    for positions in (None, torch.arange(11) + 3, torch.arange(22).view(2, 11) % 16):
+        counts = count_ops(lambda p=positions: train_step(model, idx, p))
+        assert counts["_local_scalar_dense"] == 0, f"{positional}: {counts}"
+    bf16 = count_ops(lambda: model.to(torch.bfloat16)(idx))
+    assert bf16["_local_scalar_dense"] == 0, f"{positional} in bf16: {bf16}"
+
+
+TABLE_OPS = ("cos", "sin", "index", "embedding", "gather", "index_select", "arange", "pow")
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_position_tables_are_built_once_per_forward(positional: str, dtype: torch.dtype) -> None:
+    """Building and gathering position tables costs the same for 1 layer as for 4, in bf16 too."""
+
+    def table_ops(n_layers: int) -> dict[str, int]:
+        torch.manual_seed(0)
+        model = make(n_layers=n_layers, positional=nima.get("positional", positional)).to(dtype)
+        counts = count_ops(lambda: model(torch.randint(0, 37, (2, 11))))
+        return {op: counts[op] for op in TABLE_OPS}
+
+    assert table_ops(1) == table_ops(4)
+
+
+@pytest.mark.parametrize("positional", ["rope", "learned", "sinusoidal", "none"])
+def test_forward_compiles_without_graph_breaks(positional: str) -> None:
+    """torch.compile sees one graph: nothing reads tensor values in Python (dynamo only, no codegen)."""
+    model = make(positional=nima.get("positional", positional))
+    explanation = torch._dynamo.explain(model)(torch.randint(0, 37, (2, 11)))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_bf16_model_keeps_fp32_rope_angles() -> None:
+    torch.manual_seed(0)
+    model = make(context_length=4096, d_model=128, n_heads=2)  # head_dim 64
+    positions = torch.tensor([5, 1000, 4000])
+    want = model.positional.prepare(positions)
+    model.to(torch.bfloat16)
+    got = model.positional.prepare(positions)
+    assert got.cos.dtype == torch.float32
+    torch.testing.assert_close(got.cos, want.cos, atol=0, rtol=0)
+    torch.testing.assert_close(got.sin, want.sin, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(

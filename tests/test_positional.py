@@ -86,13 +86,26 @@ def test_rope_per_batch_positions_match_per_row_rope():
         torch.testing.assert_close(k_rot[b : b + 1], k_b, atol=0, rtol=0)
 
 
-def test_rope_beyond_the_cache_is_computed_on_the_fly():
+def test_rope_angles_do_not_depend_on_max_len():
+    """No table of max_len rows: any position is computed from inv_freq, the same for both."""
     short, long = RoPE(head_dim=8, max_len=4), RoPE(head_dim=8, max_len=64)
     q, k = rand(1, 2, 40, 8, seed=11), rand(1, 2, 40, 8, seed=12)
     positions = torch.arange(40) + 10
     for a, b in zip(short.rotate(q, k, positions), long.rotate(q, k, positions), strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
-    assert "cos_cached" in dict(short.named_buffers()) and not short.state_dict()  # not saved
+    assert "inv_freq" in dict(short.named_buffers()) and not short.state_dict()  # not saved
+
+
+def test_rope_prepare_once_then_rotate_equals_rotate_from_positions():
+    rope = RoPE(head_dim=16, max_len=32)
+    q, k = rand(2, 4, 9, 16, seed=16), rand(2, 2, 9, 16, seed=17)
+    for positions in (torch.arange(9) + 3, torch.arange(18).view(2, 9)):
+        angles = rope.prepare(positions)
+        assert angles.cos.shape == (*positions.shape, 8) and angles.cos.dtype == torch.float32
+        for a, b in zip(rope.rotate(q, k, angles), rope.rotate(q, k, positions), strict=True):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="positions of shape"):
+        rope.rotate(q, k, rope.prepare(torch.arange(8)))  # angles for 8 tokens, q has 9
 
 
 def test_rope_matches_float64_math():
@@ -123,14 +136,19 @@ def test_rope_keeps_fp32_angles_in_a_bf16_model():
     q = rand(1, 2, 3, 64, seed=15).to(torch.bfloat16)
     positions = torch.tensor([5, 1000, 4000])
     want, _ = rope.rotate(q, q, positions)
-    got, _ = rope.to(torch.bfloat16).rotate(q, q, positions)  # casts the cached tables
-    assert rope.cos_cached.dtype == torch.bfloat16
+    rope.to(torch.bfloat16)  # casts every floating buffer; inv_freq is rebuilt in fp32
+    assert rope.inv_freq.dtype == torch.float32
+    torch.testing.assert_close(rope.inv_freq, RoPE(head_dim=64).inv_freq, atol=0, rtol=0)
+    assert rope.prepare(positions).cos.dtype == torch.float32
+    got, _ = rope.rotate(q, q, positions)
     torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
 def test_rope_base_changes_the_angles():
     a, b = RoPE(head_dim=8, max_len=8), RoPE(head_dim=8, max_len=8, base=500.0)
-    assert b.base == 500.0 and not torch.allclose(a.cos_cached, b.cos_cached)
+    assert b.base == 500.0 and not torch.allclose(a.inv_freq, b.inv_freq)
+    positions = torch.arange(8)
+    assert not torch.allclose(a.prepare(positions).cos, b.prepare(positions).cos)
 
 
 def test_rope_bad_inputs():
@@ -182,14 +200,16 @@ def test_learned_adds_a_trainable_embedding():
     assert learned.weight.grad is not None and learned.weight.grad[:10].abs().sum() > 0
 
 
-def test_learned_rejects_positions_beyond_max_len():
+def test_learned_rejects_sequences_longer_than_max_len():
+    """The length is checked from the shape (no sync); explicit positions are the caller's."""
     learned = nima.get("positional", "learned")(**SIZES)
     with pytest.raises(ValueError, match="max_len=16"):
         learned.embed(rand(1, 17, 32), torch.arange(17))
-    with pytest.raises(ValueError, match="max_len=16"):
-        learned.embed(rand(1, 1, 32), torch.tensor([16]))  # decoding one step too far
     with pytest.raises(ValueError, match="positions of shape"):
         learned.embed(rand(1, 4, 32), torch.arange(5))
+    for beyond in (16, -1):  # out of the table: an error from torch on CPU, never a wrapped row
+        with pytest.raises(IndexError):
+            learned.embed(rand(1, 1, 32), torch.tensor([beyond]))
 
 
 def test_sinusoidal_values_shape_and_extrapolation():

@@ -2,6 +2,11 @@
 
 idx (B, N) -> token embedding -> positional.embed -> n_layers x Block -> norm -> lm_head
 Block: x + attn(norm(x)), then x + mlp(norm(x))          (pre-norm, as GPT-2)
+
+Init is GPT-2's, and each module owns its part (`reset_parameters`): weights N(0, 0.02), the two
+projections that write into the residual stream (attention's and the MLP's output) scaled by
+1/sqrt(2 * n_layers), biases 0. Plugins (attention, positional) initialise their own parameters;
+the model never touches them.
 """
 
 from __future__ import annotations
@@ -18,18 +23,41 @@ from nima.errors import ConfigError
 from nima.models.positional import Positional
 
 
-class SelfAttention(nn.Module):
-    """Multi-head (or grouped-query) causal self-attention around an attention plugin."""
+def _init_linear(linear: nn.Linear, std: float) -> None:
+    nn.init.normal_(linear.weight, mean=0.0, std=std)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, attention: Any, bias: bool):
+
+class SelfAttention(nn.Module):
+    """Multi-head (or grouped-query) causal self-attention around an attention plugin.
+
+    residual_std: init std of the output projection, which writes into the residual stream.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int,
+        attention: Any,
+        bias: bool,
+        residual_std: float = 0.02,
+    ):
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
+        self.residual_std = residual_std
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
-        self.attention = attention
+        self.attention = attention  # the plugin: its parameters, if any, are its own
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, positional: Positional):
+    def reset_parameters(self) -> None:
+        _init_linear(self.qkv, 0.02)
+        _init_linear(self.proj, self.residual_std)
+
+    def forward(self, x: torch.Tensor, positions: Any, positional: Positional) -> torch.Tensor:
+        """x (B, N, C); positions: what positional.prepare gave for this forward."""
         B, N, C = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
@@ -42,26 +70,42 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, hidden: int, bias: bool, dropout: float):
+    """fc -> GELU -> proj; proj writes into the residual stream (init std residual_std)."""
+
+    def __init__(
+        self, d_model: int, hidden: int, bias: bool, dropout: float, residual_std: float = 0.02
+    ):
         super().__init__()
+        self.residual_std = residual_std
         self.fc = nn.Linear(d_model, hidden, bias=bias)
         self.proj = nn.Linear(hidden, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        _init_linear(self.fc, 0.02)
+        _init_linear(self.proj, self.residual_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, d_model, n_heads, n_kv_heads, mlp_ratio, attention, bias, dropout):
+    def __init__(self, d_model, n_heads, n_kv_heads, mlp_ratio, attention, bias, dropout, n_layers):
         super().__init__()
+        residual_std = 0.02 / math.sqrt(2 * n_layers)  # GPT-2: n_layers blocks x 2 residual adds
         self.norm1 = nn.LayerNorm(d_model, bias=bias)
-        self.attn = SelfAttention(d_model, n_heads, n_kv_heads, attention, bias)
+        self.attn = SelfAttention(d_model, n_heads, n_kv_heads, attention, bias, residual_std)
         self.norm2 = nn.LayerNorm(d_model, bias=bias)
-        self.mlp = MLP(d_model, int(mlp_ratio * d_model), bias, dropout)
+        self.mlp = MLP(d_model, int(mlp_ratio * d_model), bias, dropout, residual_std)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, positional: Positional):
+    def reset_parameters(self) -> None:
+        self.norm1.reset_parameters()
+        self.attn.reset_parameters()
+        self.norm2.reset_parameters()
+        self.mlp.reset_parameters()
+
+    def forward(self, x: torch.Tensor, positions: Any, positional: Positional) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.norm1(x), positions, positional))
         return x + self.mlp(self.norm2(x))
 
@@ -104,7 +148,7 @@ class GPT(nn.Module):
             d_model=d_model, n_heads=n_heads, head_dim=self.head_dim, max_len=context_length
         )
         self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, n_kv_heads, mlp_ratio, attention, bias, dropout)
+            Block(d_model, n_heads, n_kv_heads, mlp_ratio, attention, bias, dropout, n_layers)
             for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model, bias=bias)
@@ -112,16 +156,20 @@ class GPT(nn.Module):
         self.dropout = nn.Dropout(dropout)
         if tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
-        self._init_weights(n_layers)
+        self.reset_parameters()
 
-    def _init_weights(self, n_layers: int) -> None:
-        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layers)."""
-        for name, p in self.named_parameters():
-            if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * n_layers) if name.endswith("proj.weight") else 0.02
-                nn.init.normal_(p, mean=0.0, std=std)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
+    def reset_parameters(self) -> None:
+        """GPT-2 init of the model's own modules, in module order (the plugins keep theirs).
+
+        Run once after every module is built, so a seed gives the weights GPT-2's walk over
+        the parameters gave.
+        """
+        nn.init.normal_(self.token_embedding.weight, mean=0.0, std=0.02)
+        for block in self.blocks:
+            block.reset_parameters()
+        self.norm.reset_parameters()
+        if self.lm_head.weight is not self.token_embedding.weight:
+            nn.init.normal_(self.lm_head.weight, mean=0.0, std=0.02)
 
     def forward(
         self,
@@ -133,10 +181,12 @@ class GPT(nn.Module):
         B, N = idx.shape
         if positions is None:
             positions = torch.arange(N, device=idx.device)  # (N,)
+        # Once per forward, shared by every layer (RoPE: cos/sin); no host sync.
+        prepared = self.positional.prepare(positions)
         x = self.token_embedding(idx)  # (B, N, d_model)
-        x = self.dropout(self.positional.embed(x, positions))
+        x = self.dropout(self.positional.embed(x, prepared))
         for block in self.blocks:
-            x = block(x, positions, self.positional)
+            x = block(x, prepared, self.positional)
         logits = self.lm_head(self.norm(x))  # (B, N, vocab)
         loss = None
         if targets is not None:

@@ -1,13 +1,28 @@
-"""Base class for positional plugins: identity at each of the three points a plugin may act at."""
+"""Base class for positional plugins: identity at each point a plugin may act at.
+
+Per forward, the model calls a positional module in this order:
+
+    prepared = positional.prepare(positions)    # once: positions (N,) or (B, N), integers
+    x = positional.embed(x, prepared)           # once, on the token embeddings
+    q, k = positional.rotate(q, k, prepared)    # in every layer, on queries and keys
+
+`prepare` is where per-forward work goes (RoPE's cos/sin), so a model with many layers computes
+its position tables once, not once per layer. It must not read position values on the host
+(`.item()`, `bool(t)`, `min()` compared in Python): such a device-to-host sync stalls the GPU and
+breaks torch.compile graphs and CUDA graphs. `embed` and `rotate` receive whatever `prepare`
+returned; by default that is the positions themselves.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 
 class Positional(nn.Module):
-    """A positional encoding; subclasses override the point where they act (embed or rotate).
+    """A positional encoding; subclasses override the points where they act.
 
     Built by the model as `cls(d_model=, n_heads=, head_dim=, max_len=)` plus gin-bound options.
     """
@@ -21,12 +36,16 @@ class Positional(nn.Module):
             max_len,
         )
 
-    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Token embeddings (B, N, d_model) -> (B, N, d_model). Positions (N,) or (B, N)."""
+    def prepare(self, positions: torch.Tensor) -> Any:
+        """Once per forward: what `embed` and every layer's `rotate` need. Positions (N,) or (B, N)."""
+        return positions
+
+    def embed(self, x: torch.Tensor, positions: Any) -> torch.Tensor:
+        """Token embeddings (B, N, d_model) -> (B, N, d_model); `positions` is what prepare gave."""
         return x
 
     def rotate(
-        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+        self, q: torch.Tensor, k: torch.Tensor, positions: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries (B, H, N, D) and keys (B, Hkv, N, D) at `positions` -> rotated q, k."""
+        """Queries (B, H, N, D) and keys (B, Hkv, N, D) -> rotated q, k; `positions` as embed."""
         return q, k

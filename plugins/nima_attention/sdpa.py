@@ -1,9 +1,16 @@
 """attention.sdpa: torch.nn.functional.scaled_dot_product_attention under the NIMA contract.
 
-SDPA's `is_causal` aligns the mask top-left, so causal attention with Nq != Nk gets an explicit
-bottom-right boolean mask. SDPA gives NaN for a query row with no visible key; such rows are
-shown every key (so the softmax stays finite) and their output is then multiplied by zero,
-which also zeroes their gradients.
+Causal attention is aligned bottom-right (query i sees keys j <= i + Nk - Nq). SDPA's
+`is_causal` aligns top-left, which is the same only when Nq == Nk, so:
+
+- Nq == Nk: `is_causal=True`;
+- Nq == 1 (one-token decode): no mask, the last query sees every key;
+- Nq < Nk (chunked prefill): `causal_lower_right(Nq, Nk)`, which the fused flash and
+  memory-efficient kernels take natively; every row sees at least one key;
+- Nq > Nk, or a key padding mask: an explicit boolean mask. Here a query row may see no key,
+  for which SDPA gives NaN (or backend-dependent values); such rows are shown every key, so
+  the softmax stays finite, and their output is then multiplied by zero, which also zeroes
+  their gradients.
 """
 
 from __future__ import annotations
@@ -32,11 +39,21 @@ class SdpaAttention(nn.Module):
         check_inputs("sdpa", q, k, v, key_padding_mask)
         n_q, n_k = q.shape[2], k.shape[2]
         gqa = q.shape[1] != k.shape[1]
-        if key_padding_mask is None and (not causal or n_q == n_k):
-            # Top-left and bottom-right agree when Nq == Nk: the fused kernels' fast path.
-            return F.scaled_dot_product_attention(
-                q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa
-            )
+        if key_padding_mask is None:
+            if not causal or n_q == 1:  # a lone query is the last position: it sees every key
+                return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+            if n_q == n_k:  # top-left and bottom-right agree
+                return F.scaled_dot_product_attention(
+                    q, k, v, is_causal=True, scale=scale, enable_gqa=gqa
+                )
+            if n_q < n_k:
+                # Imported here: torch.nn.attention.bias imports triton, which must not happen
+                # at plugin registration (TRITON_INTERPRET is read at triton's first import).
+                from torch.nn.attention.bias import causal_lower_right
+
+                return F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=causal_lower_right(n_q, n_k), scale=scale, enable_gqa=gqa
+                )
         visible = visible_keys(
             n_q, n_k, causal=causal, key_padding_mask=key_padding_mask, device=q.device
         )  # (B or 1, 1, Nq, Nk)

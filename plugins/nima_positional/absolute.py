@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nima.errors import ConfigError
@@ -13,7 +14,12 @@ from nima_positional.rope import check_positions
 
 
 class Learned(Positional):
-    """Learned absolute position embedding (GPT-2), added to the token embeddings."""
+    """Learned absolute position embedding (GPT-2), added to the token embeddings.
+
+    Only the sequence length is checked (N <= max_len), from the shape: reading position values
+    would be a device sync. Explicit positions must lie in [0, max_len); beyond that is the
+    caller's error (on CPU torch raises IndexError, on CUDA a device-side assert fires).
+    """
 
     def __init__(self, *, d_model: int = 0, n_heads: int = 0, head_dim: int = 0, max_len: int = 0):
         super().__init__(d_model=d_model, n_heads=n_heads, head_dim=head_dim, max_len=max_len)
@@ -22,14 +28,14 @@ class Learned(Positional):
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x (B, N, d_model) + the embedding of positions (N,) or (B, N)."""
         check_positions(positions, x.shape[0], x.shape[1], "learned")
-        if positions.numel() and (positions.min() < 0 or positions.max() >= self.max_len):
+        if x.shape[1] > self.max_len:
             raise ValueError(
                 f"positional.learned has embeddings for positions 0..{self.max_len - 1} "
-                f"(max_len={self.max_len}), got positions up to {int(positions.max())} "
-                f"(min {int(positions.min())}). Shorten the sequence, raise the model's context "
-                "length, or use positional.rope or positional.sinusoidal, which extrapolate."
+                f"(max_len={self.max_len}), got a sequence of {x.shape[1]} tokens. Shorten the "
+                "sequence, raise the model's context length, or use positional.rope or "
+                "positional.sinusoidal, which extrapolate."
             )
-        return x + self.weight[positions].to(x.dtype)  # (N or B, N, d_model) broadcasts
+        return x + F.embedding(positions, self.weight).to(x.dtype)  # (N or B, N, d_model)
 
 
 def sinusoidal_table(positions: torch.Tensor, d_model: int) -> torch.Tensor:

@@ -3,9 +3,16 @@
 Dimension i of the first half and dimension i of the second half of each head form one pair,
 rotated by the angle `position * base**(-2i / head_dim)`. Angles, cos/sin and the rotation are
 computed in fp32 and cast back to the input dtype, so low-precision inputs lose nothing to RoPE.
+
+`prepare` computes cos/sin once per forward, from the fp32 inverse frequencies, for any position:
+there is no table of max_len rows to fall off, so nothing reads position values on the host (no
+device sync) and long decodes extrapolate. Measured on CPU for the gpt.gin shape (N 256,
+D 16) computing costs 10 us against 7 us for a table gather, once per forward.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -14,15 +21,35 @@ from nima.errors import CapabilityError, ConfigError
 from nima.models.positional import Positional
 
 
+class RotaryAngles(NamedTuple):
+    """What RoPE.prepare hands to every layer: fp32 cos and sin, (N, D/2) or (B, N, D/2)."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+
+def inverse_frequencies(
+    head_dim: int, base: float = 10000.0, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """base**(-2i / head_dim) for each pair i, fp32 (D/2,)."""
+    if head_dim % 2:
+        raise ConfigError(f"RoPE needs an even head_dim, got {head_dim}")
+    exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float32)
+    return base ** (-exponents / head_dim)
+
+
 def rope_cos_sin(
     positions: torch.Tensor, head_dim: int, base: float = 10000.0, dtype=torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotation angles, each of shape positions.shape + (head_dim // 2,)."""
-    if head_dim % 2:
-        raise ConfigError(f"RoPE needs an even head_dim, got {head_dim}")
-    exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
-    inv_freq = base ** (-exponents / head_dim)  # (D/2,)
-    angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., D/2)
+    inv_freq = inverse_frequencies(head_dim, base, positions.device)
+    return _cos_sin(positions, inv_freq, dtype)
+
+
+def _cos_sin(
+    positions: torch.Tensor, inv_freq: torch.Tensor, dtype=torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., D/2), fp32
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
@@ -36,19 +63,31 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.to(x.dtype)
 
 
-def check_positions(positions: torch.Tensor, batch: int, n: int, plugin: str) -> None:
-    """Positions must be integers of shape (N,) or (B, N) matching the sequence they index."""
+def check_integer(positions: torch.Tensor, plugin: str) -> None:
+    """Positions are integer tensors (a dtype check: no value is read, so no device sync)."""
     if positions.is_floating_point() or positions.is_complex():
         raise TypeError(f"positional.{plugin}: positions must be integers, got {positions.dtype}")
-    if positions.shape not in ((n,), (batch, n)):
+
+
+def check_shape(shape: tuple[int, ...], batch: int, n: int, plugin: str) -> None:
+    """Positions (or tables gathered at them) are (N,) or (B, N) for a sequence (B, N)."""
+    if tuple(shape) not in ((n,), (batch, n)):
         raise ValueError(
-            f"positional.{plugin}: positions of shape {tuple(positions.shape)} do not match a "
+            f"positional.{plugin}: positions of shape {tuple(shape)} do not match a "
             f"sequence of batch {batch} and length {n}; expected ({n},) or ({batch}, {n})."
         )
 
 
+def check_positions(positions: torch.Tensor, batch: int, n: int, plugin: str) -> None:
+    """Positions must be integers of shape (N,) or (B, N) matching the sequence they index."""
+    check_integer(positions, plugin)
+    check_shape(positions.shape, batch, n, plugin)
+
+
 class RoPE(Positional):
     """Rotary position embedding on q and k (half-split layout); the family's RoPE reference."""
+
+    plugin_name = "rope"  # in error messages
 
     def __init__(
         self,
@@ -61,37 +100,47 @@ class RoPE(Positional):
     ):
         super().__init__(d_model=d_model, n_heads=n_heads, head_dim=head_dim, max_len=max_len)
         self.base = base
-        # Cached tables for positions [0, max_len); rebuilt, not saved, so checkpoints stay lean.
-        cos, sin = rope_cos_sin(torch.arange(max_len), head_dim, base)  # (max_len, D/2)
-        self.register_buffer("cos_cached", cos, persistent=False)
-        self.register_buffer("sin_cached", sin, persistent=False)
+        # Rebuilt, not saved, so checkpoints stay lean; kept fp32 by _apply.
+        self.register_buffer("inv_freq", inverse_frequencies(head_dim, base), persistent=False)
 
-    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp32 cos/sin for positions (N,) or (B, N): from the cache, or computed beyond it."""
-        positions = positions.to(self.cos_cached.device)
-        lo, hi = positions.aminmax() if positions.numel() else (0, 0)
-        # module.to(bfloat16) casts buffers too: a cache no longer in fp32 is not used
-        if self.cos_cached.dtype == torch.float32 and 0 <= lo and hi < self.max_len:
-            return self.cos_cached[positions], self.sin_cached[positions]
-        return rope_cos_sin(positions, self.head_dim, self.base)
+    def _apply(self, fn, recurse=True):
+        """`module.to(bfloat16)` casts floating buffers: rebuild inv_freq in fp32 where it went.
+
+        So a bf16 model keeps fp32 angles (a bf16 inv_freq would put position 4000 about 16 rad
+        off), and `to_empty` after meta-device init gets real values.
+        """
+        super()._apply(fn, recurse)
+        self.inv_freq = inverse_frequencies(self.head_dim, self.base, self.inv_freq.device)
+        return self
+
+    def prepare(self, positions: torch.Tensor) -> RotaryAngles:
+        """fp32 cos/sin (N, D/2) or (B, N, D/2) for integer positions (N,) or (B, N), any value."""
+        check_integer(positions, type(self).plugin_name)
+        return RotaryAngles(*_cos_sin(positions.to(self.inv_freq.device), self.inv_freq))
+
+    def _angles(self, q: torch.Tensor, positions: RotaryAngles | torch.Tensor) -> RotaryAngles:
+        """What prepare gave, or raw positions (a direct call outside a model) prepared now."""
+        angles = positions if isinstance(positions, RotaryAngles) else self.prepare(positions)
+        check_shape(angles.cos.shape[:-1], q.shape[0], q.shape[2], type(self).plugin_name)
+        return angles
 
     def rotate(
-        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+        self, q: torch.Tensor, k: torch.Tensor, positions: RotaryAngles | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q (B, H, N, D), k (B, Hkv, N, D), positions (N,) or (B, N) -> rotated q, k."""
-        check_positions(positions, q.shape[0], q.shape[2], "rope")
-        cos, sin = self.cos_sin(positions)
+        """q (B, H, N, D), k (B, Hkv, N, D) at RotaryAngles from prepare (or raw positions)."""
+        cos, sin = self._angles(q, positions)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
 
 class RoPETriton(RoPE):
     """RoPE with q and k rotated by one fused Triton kernel (forward and backward)."""
 
+    plugin_name = "rope_triton"
+
     def rotate(
-        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+        self, q: torch.Tensor, k: torch.Tensor, positions: RotaryAngles | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Same contract and numbers as RoPE.rotate; out of place."""
-        check_positions(positions, q.shape[0], q.shape[2], "rope_triton")
         devices = triton_devices()
         if q.device.type not in devices:
             raise CapabilityError(
@@ -101,5 +150,5 @@ class RoPETriton(RoPE):
             )
         from nima_positional.rope_triton import rope_triton  # lazy: triton is optional
 
-        cos, sin = self.cos_sin(positions)
+        cos, sin = self._angles(q, positions)
         return rope_triton(q, k, cos, sin)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import nima
-from nima.errors import CheckpointError, ConfigError, RunDirError
+from nima.errors import CheckpointError, ConfigError, DataError, RunDirError
 from nima.hooks import reset
 from nima.runs import checkpoint as checkpoint_module
 from nima.runs import (
@@ -222,3 +222,12 @@ def test_pick_device_refuses_what_torch_or_this_machine_lacks() -> None:
         with pytest.raises(ConfigError, match="CUDA device"):
             pick_device(f"cuda:{torch.cuda.device_count()}")
     assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_a_config_that_fails_before_training_claims_no_run_dir(tmp_path) -> None:
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("to be\n" * 20)  # its val split is shorter than a window
+    bindings = ["train.dataset = @dataset.text_file()", f"text_file.path = '{corpus}'"]
+    with pytest.raises(DataError, match="too short"):
+        run_experiment([SMOKE], bindings, reset(), run_dir=tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()  # so the same --run-dir can be used once it is fixed

@@ -51,9 +51,9 @@ def run_experiment(
     model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
     check_model_plugins(model, system, device)  # fail before anything is written
     encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
-    run_dir = claim(run_dir) if run_dir else claim_default(config_files[0])
     meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
-    trainer = Trainer(settings, model, prepared.splits, run_dir, device, system, meta)
+    trainer = Trainer(settings, model, prepared.splits, device, system, meta)
+    run_dir = claim(run_dir) if run_dir else claim_default(config_files[0])  # nothing failed
 
     atomic.write_text(run_dir / "config.gin", gin.operative_config_str())
     tokenizer.save(run_dir / "tokenizer.json")
@@ -77,7 +77,7 @@ def run_experiment(
     for listener in listeners:
         system.pm.register(listener)
     try:
-        summary = trainer.fit()
+        summary = trainer.fit(run_dir)
         if not summary["interrupted"]:
             try:
                 summary.update(_evaluate_and_sample(trainer, prepared, display))

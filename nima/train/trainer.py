@@ -134,20 +134,20 @@ class StopRequest:
 
 
 class Trainer:
-    """Trains `model` on prepared token splits as `settings` say; writes into `run_dir`."""
+    """Trains `model` on prepared token splits as `settings` say. Everything that can fail on
+    a bad config happens in __init__, before a run directory is claimed for `fit`."""
 
     def __init__(
         self,
         settings: TrainSettings,
         model,
         splits: dict[str, np.ndarray],
-        run_dir: Path,
         device: torch.device,
         system: PluginSystem,
         checkpoint_meta: dict,
     ):
         self.s, self.model, self.splits = settings, model, splits
-        self.run_dir, self.device, self.system = run_dir, device, system
+        self.device, self.system = device, system
         self.checkpoint_meta = checkpoint_meta
         self.optimizer = settings.optimizer(model)
         self.scheduler = settings.scheduler(self.optimizer, settings.steps)
@@ -157,19 +157,20 @@ class Trainer:
         )
         val = Batches(splits["val"], context, settings.batch_size, settings.seed + 1, device)
         self.eval_set = [val.next() for _ in range(settings.eval_batches)]  # fixed for the run
-        self.run = Run(settings, run_dir, device, model, settings.steps)
         self.stop = StopRequest()
 
     def checkpoint_path(self, name: str) -> Path:
-        return self.run_dir / "checkpoints" / f"{name}.safetensors"
+        return self.run.run_dir / "checkpoints" / f"{name}.safetensors"
 
     def _checkpoint(self, name: str, step: int, val_loss: float | None) -> None:
         meta = {**self.checkpoint_meta, "step": step, "val_loss": val_loss}
         save_checkpoint(self.model, self.checkpoint_path(name), meta)
 
-    def fit(self) -> dict[str, Any]:
-        """Train until `settings.steps`, or until Ctrl-C: then `last` holds the last whole step."""
+    def fit(self, run_dir: Path) -> dict[str, Any]:
+        """Train until `settings.steps`, or until Ctrl-C: then `last` holds the last whole step.
+        Checkpoints go to `run_dir`/checkpoints."""
         s, hook, model = self.s, self.system.hook, self.model
+        self.run = Run(s, run_dir, self.device, model, s.steps)
         model.train()
         hook.nima_train_start(run=self.run)
         best, best_step, done, last_saved = math.inf, None, 0, None

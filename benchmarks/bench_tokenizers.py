@@ -4,9 +4,13 @@
 
 Full Tiny Shakespeare (1.1 MB), vocab 4096, the same special tokens and GPT-2 pre-tokenisation on
 both sides; HF runs on one thread (RAYON_NUM_THREADS=1 unless set), as the issue's anchors.
-`test_bars` (last) checks the issue's bars from the times measured in this same run and prints
-the figures: train <= 8 s and within 10x of HF, the same token count within 3%, encode >= 1 MB/s
-(cold: a freshly loaded tokenizer, empty pre-token cache), peak Python memory of training.
+`test_long_words` encodes long runs the pre-tokenizer does not split (64K random lowercase
+letters, "e" * 32000, 64K random ACGT) with NIMA's trained merges on both sides, NIMA and HF
+interleaved, and keeps the median of each. `test_bars` (last) checks the issue's bars from the
+times measured in this same run and prints the figures: train <= 8 s and within 10x of HF, the
+same token count within 3%, encode >= 1 MB/s (cold: a freshly loaded tokenizer, empty pre-token
+cache), long words within 20x of HF (the same ids, exact round trip), peak Python memory of
+training.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ import os
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
+import json  # noqa: E402
+import random  # noqa: E402
 import resource  # noqa: E402
+import statistics  # noqa: E402
+import string  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -100,6 +108,35 @@ def test_encode(benchmark, text, impl, tmp_path):
     benchmark.extra_info["mb_per_s"] = mb_s
 
 
+LONG_WORDS = {
+    "64K lowercase": lambda rng: "".join(rng.choices(string.ascii_lowercase, k=65536)),
+    '"e" * 32000': lambda rng: "e" * 32000,
+    "64K ACGT": lambda rng: "".join(rng.choices("ACGT", k=65536)),
+}
+
+
+def test_long_words(text):
+    """One word of tens of thousands of bytes: NIMA's merge loop against HF's, same merges."""
+    from tokenizers import Tokenizer
+
+    ours = train_nima(text)
+    hf = Tokenizer.from_str(json.dumps(ours.to_huggingface()))
+    for name, make in LONG_WORDS.items():
+        word = make(random.Random(0))
+        nima_s, hf_s = [], []
+        for _ in range(5):
+            ours._cache.clear()  # (a long word is never cached; this keeps every round alike)
+            start = time.perf_counter()
+            ids = ours.encode(word)
+            nima_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            hf_ids = hf.encode(word).ids
+            hf_s.append(time.perf_counter() - start)
+            assert ids == hf_ids and ours.decode(ids) == word
+        RESULTS[f"long_s_nima {name}"] = statistics.median(nima_s)
+        RESULTS[f"long_s_hf {name}"] = statistics.median(hf_s)
+
+
 def test_peak_memory(text):
     """Peak Python-heap memory of a NIMA training run (tracemalloc), and the process's max RSS."""
     tracemalloc.start()
@@ -125,6 +162,15 @@ def test_bars(text):
         f"{r.get('encode_mb_s_nima-warm', float('nan')):.2f} MB/s, hf {r.get('encode_mb_s_hf', float('nan')):.2f} MB/s\n"
         f"  nima train peak Python memory {r['train_peak_mb']:.0f} MB; process max RSS {r['max_rss_mb']:.0f} MB"
     )  # fmt: skip
+    long_ratios = {}
+    for name in LONG_WORDS:
+        if f"long_s_nima {name}" in r:
+            nima_s, hf_s = r[f"long_s_nima {name}"], r[f"long_s_hf {name}"]
+            long_ratios[name] = nima_s / hf_s
+            print(
+                f"  one word, {name}: nima {nima_s:.4f} s, hf {hf_s:.4f} s -> {nima_s / hf_s:.1f}x"
+            )
+    assert all(ratio <= 20.0 for ratio in long_ratios.values()), long_ratios
     assert r["train_s_nima"] <= 8.0
     assert ratio <= 10.0
     assert tokens_diff <= 0.03

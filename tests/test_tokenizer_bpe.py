@@ -391,9 +391,14 @@ def test_unicode_property_patterns_match_hugging_face(tmp_path):
 
 
 @PROPERTY
-@given(s=st.text(st.characters(max_codepoint=127), max_size=80))
-def test_property_ascii_fast_path_splits_as_the_gpt2_pattern(s):
+@given(
+    s=st.text(st.characters(max_codepoint=127), max_size=80)
+    | st.text(st.sampled_from("ab1 \n\t\x1c\xa0é日\u3000'-"), max_size=120)
+)
+def test_property_gpt2_fast_path_splits_as_the_pattern(s, monkeypatch):
+    """ASCII blocks through `re`, the rest through `regex`: the same pre-tokens either way."""
     import regex
-    from nima_tokenizers.bpe import GPT2_ASCII, GPT2_PATTERN
+    from nima_tokenizers import bpe
 
-    assert GPT2_ASCII.findall(s) == regex.findall(GPT2_PATTERN, s)
+    monkeypatch.setattr(bpe, "GPT2_BLOCK", 4)  # many blocks, cut wherever the rule allows
+    assert bpe._split_gpt2(regex.compile(bpe.GPT2_PATTERN), s) == regex.findall(bpe.GPT2_PATTERN, s)

@@ -21,6 +21,7 @@ FAMILIES: tuple[str, ...] = (
     "scheduler",
     "model",
     "dataset",
+    "launcher",
 )
 
 

@@ -81,13 +81,18 @@ class Positional(Protocol):
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    """tokenizer: trained on text, saved to and loaded from one versioned JSON file."""
+    """tokenizer: trained on text, saved to and loaded from one versioned JSON file.
+
+    `pad_id`, `unk_id`, `sos_id` and `eos_id` are the ids of the special tokens holding those
+    roles, or None where the tokenizer has none (GPT-2's tokenizer.json has only
+    `<|endoftext|>`, its eos and sos: no pad, no unk). A caller that needs one checks for None.
+    """
 
     vocab_size: int
-    pad_id: int
-    unk_id: int
-    sos_id: int
-    eos_id: int
+    pad_id: int | None
+    unk_id: int | None
+    sos_id: int | None
+    eos_id: int | None
 
     def train(self, texts: str | Iterable[str]) -> None: ...
 

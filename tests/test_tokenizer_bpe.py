@@ -351,6 +351,19 @@ def test_shuffled_merge_ranks_match_hugging_face(runs_pair, tmp_path):
         assert tok.encode(s) == hf.encode(s).ids, s
 
 
+def test_a_merge_listed_twice_takes_its_last_rank_as_hugging_face():
+    """HF's merge map keeps a pair's last rank: "ab" (ranks 0 and 2) loses to "bc" (rank 1)."""
+    from tokenizers import Tokenizer
+
+    data = train_both(SMALL_TEXT, 300)[0].to_huggingface()
+    vocab = data["model"]["vocab"]
+    data["model"]["vocab"] = {**vocab, "xy": len(vocab), "yz": len(vocab) + 1}
+    data["model"]["merges"] = [["x", "y"], ["y", "z"], ["x", "y"]]
+    tok = nima.get("tokenizer", "bpe").from_huggingface(data)
+    assert Tokenizer.from_str(json.dumps(data)).encode("xyz").tokens == ["x", "yz"]
+    assert [tok.id_to_token(i) for i in tok.encode("xyz")] == ["x", "yz"]
+
+
 def test_long_words_encode_in_n_log_n(runs_pair):
     """64K symbols in one word: well under a second (the quadratic loop took minutes)."""
     tok, hf = runs_pair

@@ -217,7 +217,7 @@ class BPETokenizer(Tokenizer):
         return ids
 
     def _bpe(self, piece: str) -> list[int]:
-        """Merge the piece's bytes, lowest-ranked pair first, all its occurrences left to right."""
+        """The piece's bytes, merged: the lowest rank first, the leftmost of equal ranks first."""
         data = _utf8(piece)
         if self.ignore_merges:
             whole = "".join(bytes_to_unicode()[b] for b in data)

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
+import nima
 from nima.bench import add_bench_arguments, main_bench
+from nima.compare import add_compare_arguments
 from nima.data.cli import add_data_arguments
 from nima.errors import NimaError
 from nima.hooks import for_command
+from nima.study.cli import add_study_arguments
+from nima.validation import Range, cli_type
+
+Count = cli_type(Annotated[int, Range(ge=1)])
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in NIMA's form: one `error:` paragraph, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}. See `{self.prog} --help`.\n")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,8 +105,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nima", description=__doc__)
-    common = argparse.ArgumentParser(add_help=False)
+    parser = Parser(prog="nima", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"nima {nima.__version__}")
+    common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument(
         "--disable-plugins",
@@ -122,12 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", parents=[common], help="sample from a run's best checkpoint")
     gen.add_argument("run_dir", type=Path)
     gen.add_argument("--prompt", default="\n")
-    gen.add_argument("--max-new-tokens", type=int, default=200)
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--max-new-tokens", type=Count, default=200)
+    gen.add_argument("--temperature", type=cli_type(Annotated[float, Range(gt=0)]), default=1.0)
+    gen.add_argument("--top-k", type=Count)
+    gen.add_argument("--top-p", type=cli_type(Annotated[float, Range(gt=0, le=1)]))
     gen.add_argument("--greedy", action="store_true")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=cli_type(Annotated[int, Range(ge=0)]), default=0)
     gen.add_argument("--device")
     gen.add_argument("--checkpoint", choices=("best", "last"), default="best")
     gen.set_defaults(func=cmd_generate)
@@ -146,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=cmd_plot)
 
     add_data_arguments(sub, parents=[common])
+    add_study_arguments(sub, parents=[common])
+    add_compare_arguments(sub, parents=[common])
     return parser
 
 
@@ -161,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `nima plugins --json | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # 128 + SIGPIPE, as a shell reports a process its pipe closed
 
 
 if __name__ == "__main__":

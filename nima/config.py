@@ -169,6 +169,15 @@ def _gin_message(exc: BaseException) -> str:
     return _GIN_CONTEXT.sub("", str(exc)).strip()
 
 
+def _without_gin_notes(exc: NimaError) -> NimaError:
+    """The same NimaError with its own message: gin re-raises it as a subclass made on the fly
+    whose message carries gin's notes, one such class per configurable it passed through."""
+    cls = type(exc)
+    while getattr(cls.__dict__.get("__init__"), "__module__", None) == "gin.utils":
+        cls = cls.__mro__[1]
+    return cls(_gin_message(exc))
+
+
 def _explain(exc: Exception, where: str) -> str:
     """gin's error message, rewritten to say what is valid."""
     text = _gin_message(exc).split("\n")[0]
@@ -242,7 +251,7 @@ def building():
     try:
         yield
     except NimaError as exc:
-        raise type(exc)(_gin_message(exc)) from None
+        raise _without_gin_notes(exc) from None
     except Exception as exc:
         names = _IN_CONFIGURABLE.findall(str(exc))
         if not names:
@@ -299,6 +308,6 @@ def _parse_file(path: Path) -> None:
             f"{path}:{line}: gin syntax error: {exc.args[0]} (an unclosed bracket or quote?)"
         ) from None
     except NimaError as exc:
-        raise type(exc)(_gin_message(exc)) from None
+        raise _without_gin_notes(exc) from None
     except (ValueError, KeyError, OSError, ImportError) as exc:
         raise ConfigError(_explain(exc, str(path))) from None

@@ -9,12 +9,14 @@ before anything is built or written, so a wrong value is one paragraph, never a 
 
 from __future__ import annotations
 
+import argparse
 import collections.abc
 import dataclasses
 import functools
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +192,24 @@ def check_arguments(target: Any, arguments: dict[str, Any]) -> None:
         if reason == MISMATCH:
             reason = f"{name} takes {describe(hints[name])}"
         raise ConfigError(f"{call} is not valid: {reason}.")
+
+
+def cli_type(hint: Any) -> Callable[[str], Any]:
+    """An argparse `type=` for a command-line option annotated like a gin parameter:
+    `cli_type(Annotated[int, Range(ge=1)])` parses an int and refuses 0 with "an int >= 1"."""
+    base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+
+    def parse(text: str) -> Any:
+        try:
+            value = base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {describe(hint)}") from None
+        if problem(value, hint) is not None:
+            raise argparse.ArgumentTypeError(f"{text} is not {describe(hint)}")
+        return value
+
+    parse.__name__ = describe(hint)  # argparse names the type in its messages
+    return parse
 
 
 def checked(cls: type) -> type:

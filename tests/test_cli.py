@@ -136,8 +136,8 @@ def test_bad_parameter_value(shakespeare_file) -> None:
 
 def test_generate_refuses_bad_sampler_values_and_empty_prompts(smoke_run) -> None:
     run_dir, _ = smoke_run
-    assert_clean_error(nima("generate", str(run_dir), "--top-k", "0"), "top_k")
-    assert_clean_error(nima("generate", str(run_dir), "--top-p", "1.5"), "top_p")
+    assert_clean_error(nima("generate", str(run_dir), "--top-k", "0"), "--top-k: 0 is not an int >= 1")
+    assert_clean_error(nima("generate", str(run_dir), "--top-p", "1.5"), "--top-p: 1.5 is not a number > 0 and <= 1")
     assert_clean_error(nima("generate", str(run_dir), "--prompt", ""), "no tokens")
 
 

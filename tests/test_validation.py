@@ -172,3 +172,21 @@ def test_cli_refused_config_writes_nothing(tmp_path: Path) -> None:
     assert out.stderr.startswith("error: --bind: `train.steps = -5` is not valid")
     assert "Traceback" not in out.stderr
     assert not run_dir.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_nima_error_raised_inside_gin_keeps_its_class_and_message() -> None:
+    def picky(model: Any) -> None:
+        """An optimizer factory that refuses the model with a NimaError."""
+        raise ConfigError("picky needs a bigger model")
+
+    system = PluginSystem()
+    system.registries["optimizer"].register("picky", picky, package="test")
+    try:
+        config.parse([], ["train.optimizer = @optimizer.picky"], system)
+        settings = gin.get_configurable("nima.train")()
+        with pytest.raises(ConfigError) as info, config.building():
+            settings.optimizer(None)
+    finally:
+        gin.config._REGISTRY.pop("optimizer.picky")
+    assert str(info.value) == "picky needs a bigger model"
+    assert type(info.value) is ConfigError

@@ -20,7 +20,8 @@ TRAINING_NEEDS = ("model", "dataset", "tokenizer", "optimizer", "scheduler")
 
 def configured_settings(needs: tuple[str, ...] = TRAINING_NEEDS) -> TrainSettings:
     """The `train` configurable as the parsed gin config sets it; `needs` must all be set."""
-    settings = gin.get_configurable(TrainSettings)()
+    with config.building():  # instances such as @dataset.x() are built here
+        settings = gin.get_configurable(TrainSettings)()
     if missing := settings.missing(needs):
         raise ConfigError(
             f"The config does not set {', '.join(f'train.{m}' for m in missing)}; "
@@ -65,7 +66,8 @@ def load_run(
     config.parse([run_dir / "config.gin"], [], system)
     settings = configured_settings(needs=("model", "tokenizer"))
     tokenizer = type(settings.tokenizer).load(run_dir / "tokenizer.json")
-    model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
+    with config.building():
+        model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
     metadata = load_checkpoint(model, path)
     model.eval()
     return LoadedRun(run_dir, settings, tokenizer, model, metadata)

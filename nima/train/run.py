@@ -48,11 +48,12 @@ def run_experiment(
 
     prepared = prepare_tokens(settings.dataset, settings.tokenizer)
     tokenizer = prepared.tokenizer
-    model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
-    check_model_plugins(model, system, device)  # fail before anything is written
-    encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
-    meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
-    trainer = Trainer(settings, model, prepared.splits, device, system, meta)
+    with config.building():  # the model, optimizer and scheduler factories run here
+        model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
+        check_model_plugins(model, system, device)  # fail before anything is written
+        encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
+        meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
+        trainer = Trainer(settings, model, prepared.splits, device, system, meta)
     run_dir = claim(run_dir) if run_dir else claim_default(config_files[0])  # nothing failed
 
     atomic.write_text(run_dir / "config.gin", gin.operative_config_str())

@@ -73,9 +73,14 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(data: Any, indent: int | None = None) -> str:
+    """JSON any parser reads: NaN and Infinity (a diverged loss, no best yet) become null."""
+    return json.dumps(_finite(data), indent=indent, default=str, allow_nan=False)
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    """Write strict JSON (no NaN or Infinity: those become null) to `path` atomically."""
-    write_text(path, json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
+    """Write strict JSON to `path` atomically."""
+    write_text(path, strict_json(data, indent=2) + "\n")
 
 
 def _finite(value: Any) -> Any:

@@ -32,4 +32,4 @@ def nima_evaluate(run: Any, step: int, metrics: dict[str, float]) -> None:
 
 @hookspec
 def nima_train_end(run: Any, summary: dict[str, Any]) -> None:
-    """Training ended (finished or interrupted); `summary` holds steps, best_step, wall_s, final_val_loss, sample."""
+    """Training ended; `summary` holds steps, best_step, wall_s, interrupted, and when not interrupted final_val_loss and sample."""

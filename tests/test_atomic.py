@@ -50,3 +50,19 @@ def test_a_folder_that_appeared_meanwhile_is_kept(tmp_path: Path) -> None:
         (target / "theirs").write_text("2")
     assert [p.name for p in target.iterdir()] == ["theirs"]
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]
+
+
+def test_metrics_and_checkpoint_header_are_strict_json(tmp_path: Path) -> None:
+    """A diverged loss (NaN) must not make metrics.jsonl or a checkpoint unreadable elsewhere."""
+    import torch
+
+    from nima.runs.checkpoint import read_checkpoint, save_checkpoint
+    from nima.train.metrics import MetricsFile
+
+    metrics = MetricsFile(tmp_path / "metrics.jsonl")
+    metrics.nima_train_step(run=None, step=1, metrics={"train_loss": float("nan")})
+    metrics.close()
+    strict = lambda text: json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert strict((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "train_loss": None}
+    save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "c.safetensors", {"val_loss": float("inf")})
+    assert read_checkpoint(tmp_path / "c.safetensors")["val_loss"] is None

@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from nima.atomic import atomic_path
+from nima.atomic import atomic_path, strict_json
 from nima.errors import CheckpointError
 
 HEADER_KEY = "nima"  # safetensors metadata is str -> str: NIMA's metadata is one JSON string
@@ -23,7 +23,7 @@ HEADER_KEY = "nima"  # safetensors metadata is str -> str: NIMA's metadata is on
 def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> None:
     """Write the model's weights and `metadata` to `path` (a .safetensors file), atomically."""
     state = {k: v.detach().contiguous() for k, v in _unique_state(model).items()}
-    header = {"format": "pt", HEADER_KEY: json.dumps(metadata)}
+    header = {"format": "pt", HEADER_KEY: strict_json(metadata)}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=header)
 

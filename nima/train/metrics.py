@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nima.atomic import strict_json
 from nima.hookspecs import hookimpl
 
 
@@ -17,7 +18,7 @@ class MetricsFile:
         self._file = open(path, "a")
 
     def _write(self, step: int, metrics: dict[str, Any]) -> None:
-        self._file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._file.write(strict_json({"step": step, **metrics}) + "\n")
         self._file.flush()
 
     @hookimpl

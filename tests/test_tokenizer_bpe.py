@@ -246,8 +246,29 @@ def test_gpt2_like_file_loads_with_its_special_token_where_it_is(gpt2_like):
     assert tok.encode("hi", add_special_tokens=True) == [tok.eos_id, *tok.encode("hi"), tok.eos_id]
 
 
+def test_gpt2_file_quirks(gpt2_like, tmp_path):
+    """What GPT-2's own tokenizer.json has beyond the fixture's: merges as "a b" strings, empty
+    prefix/suffix strings, a ByteLevel post-processor, a `normalized` special token."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(gpt2_like[2].read_text())
+    data["model"].update(
+        merges=[" ".join(m) for m in data["model"]["merges"]],
+        continuing_subword_prefix="",
+        end_of_word_suffix="",
+    )
+    data["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True,
+                              "trim_offsets": False, "use_regex": True}  # fmt: skip
+    data["added_tokens"][0]["normalized"] = True
+    (tmp_path / "gpt2.json").write_text(json.dumps(data))
+    tok = nima.get("tokenizer", "bpe").load(tmp_path / "gpt2.json")
+    hf = Tokenizer.from_file(str(tmp_path / "gpt2.json"))
+    for s in [SMALL_TEXT + EOT, *HARD_STRINGS]:
+        assert tok.encode(s, allowed_special="all") == hf.encode(s).ids
+
+
 def test_gpt2_like_file_padding_needs_a_pad_id(gpt2_like):
-    tok = nima.get("tokenizer", "bpe").load(gpt2_like[2])
+    tok = nima.get("tokenizer", "bpe").load(gpt2_like[2])  # a copy: set_role changes it
     with pytest.raises(ValueError, match="needs a pad token.*special tokens: <\\|endoftext"):
         tok.encode_batch(["a", "bcd"])
     out = tok.encode_batch(["a", "bcd"], pad_id=tok.eos_id)
@@ -264,8 +285,8 @@ def test_gpt2_like_file_padding_needs_a_pad_id(gpt2_like):
 def test_gpt2_like_file_saves_and_loads_both_ways(gpt2_like, tmp_path):
     from tokenizers import Tokenizer
 
-    tok, hf, _ = gpt2_like
-    tok = nima.get("tokenizer", "bpe").load(gpt2_like[2])
+    _, hf, path = gpt2_like
+    tok = nima.get("tokenizer", "bpe").load(path)  # a copy: set_role changes it
     tok.set_role("pad", EOT)
     tok.save(tmp_path / "nima.json")
     back = nima.get("tokenizer", "bpe").load(tmp_path / "nima.json")

@@ -124,7 +124,7 @@ def describe(drift: Drift, name_a: str, name_b: str) -> list[str]:
         return lines
     i = drift.steps.index(first)
     lines.append(
-        f"  first differs at step {first}: {drift.a[i]:.6f} vs {drift.b[i]:.6f} "
+        f"  first differs at step {first}: {drift.a[i]:.9g} vs {drift.b[i]:.9g} "
         f"(difference {drift.diffs[i]:+.3g})"
     )
     lines.append(f"  largest difference {diff:+.4g} at step {step}")

@@ -187,7 +187,7 @@ def results_markdown(results: StudyResults) -> str:
         ci = f"[{_f(e.ci_low)}, {_f(e.ci_high)}]" if e.n > 1 else "n/a"
         lines.append(
             f"| {name} | {e.n} | {_f(e.mean)} | {_f(e.std)} | {ci} | "
-            f"{_f(c.diff, '+.4f') if c else ''} | {_f(c.p, '.3g') if c else ''} | "
+            f"{_f(c.diff, '+.3g') if c else ''} | {_f(c.p, '.3g') if c else ''} | "
             f"{c.test if c else ''} | {_f(c.hedges_g, '+.2f') if c else ''} | "
             f"{_f(v.tokens_per_s, ',.0f')} | "
             f"{f'{v.parameters:,}' if v.parameters is not None else 'n/a'} | {_f(v.wall_s, '.1f')} |"

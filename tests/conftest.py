@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from nima.testing.attention import session_seed
+
 # Triton kernels (attention.triton, ...) run on CPU tensors through Triton's interpreter when
 # there is no GPU. Triton reads TRITON_INTERPRET when it is first imported, so set it here,
 # before any test module imports a kernel. `gpu`-marked tests are skipped without CUDA.
@@ -22,6 +24,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_report_header(config) -> str:
+    return f"random-shape tests: NIMA_TEST_SEED={session_seed()} (set it to draw other shapes)"
+
+
+@pytest.fixture(scope="session")
+def test_seed() -> int:
+    """Seed of the random-shape tests: fixed unless NIMA_TEST_SEED is set (a failure names it)."""
+    return session_seed()
 
 
 @pytest.fixture(autouse=True, scope="session")

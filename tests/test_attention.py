@@ -8,7 +8,6 @@ part in the contract properties and errors, on small shapes (CPU runs it under t
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -25,8 +24,6 @@ from nima.testing.attention import AttentionCase, check_attention_parity, random
 
 PLUGINS = ["reference", "sdpa", "triton"]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# Fresh shapes each session; a failure prints the case and its seed (NIMA_TEST_SEED replays).
-SEED = int(os.environ.get("NIMA_TEST_SEED", random.SystemRandom().randrange(10**6)))
 
 
 def build(name: str):
@@ -45,9 +42,9 @@ def test_sdpa_matches_reference(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_sdpa_matches_reference_on_random_shapes(dtype):
-    cases = random_cases(25, seed=SEED, head_dims=(8, 16, 24, 64))
-    check_attention_parity(build("sdpa"), dtype=dtype, cases=cases, device=DEVICE, seed=SEED)
+def test_sdpa_matches_reference_on_random_shapes(dtype, test_seed):
+    cases = random_cases(25, seed=test_seed, head_dims=(8, 16, 24, 64))
+    check_attention_parity(build("sdpa"), dtype=dtype, cases=cases, device=DEVICE, seed=test_seed)
 
 
 # sdpa's causal paths when Nq != Nk: (Nq, Nk, what reaches SDPA as attn_mask)

@@ -16,14 +16,22 @@ tests/test_triton_attention.py and the benchmark benchmarks/bench_attention.py.
 - Head dims: the kernels work on BLOCK_D = max(16, next power of two) columns and mask the
   rest, so any D <= 256 works; 16/32/64/128 waste nothing.
 - Precision: fp32/fp16/bf16 inputs, fp32 accumulation. fp32 dots are IEEE unless tf32 is
-  allowed. Under TRITON_INTERPRET=1 (CPU tensors) one fixed config runs; on CUDA each kernel is
-  autotuned. TRITON_INTERPRET must be set before this module (and triton) is first imported.
+  allowed.
+- Offsets: pointer offsets are int64 (batch/head bases from int64 program ids, row offsets from
+  int64 row indices), so tensors of 2^31 elements or more are addressed correctly.
+- Configs: on CUDA each kernel is autotuned over its sweep (FWD_SWEEP, BWD_KV_SWEEP, BWD_Q_SWEEP),
+  keyed by power-of-two buckets of Nq and Nk (length_bucket), so a new length re-benchmarks only
+  when it crosses into a new bucket, not at every decode step. Under TRITON_INTERPRET=1 (CPU
+  tensors) one fixed config runs. `triton_attention(..., configs=)` pins one config per kernel
+  instead of autotuning: the tests run every config of the CUDA sweeps that way. TRITON_INTERPRET
+  must be set before this module (and triton) is first imported.
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 import triton
@@ -44,39 +52,49 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
     return out.fill_(float("nan")) if POISON_OUTPUTS else out
 
 
-def _configs(
-    interpret: dict[str, int], cuda: list[tuple[int, int, int, int]]
-) -> list[triton.Config]:
-    """One fixed config under the interpreter (autotune needs a GPU); a sweep on CUDA."""
-    if INTERPRET:
-        return [triton.Config(interpret, num_warps=4, num_stages=1)]
+def _sweep(blocks: list[tuple[int, int]]) -> list[triton.Config]:
+    """The CUDA autotune sweep: each (BLOCK_M, BLOCK_N) with 4 or 8 warps, 2 or 3 stages."""
     return [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in cuda
+        for bm, bn in blocks
+        for w in (4, 8)
+        for s in (2, 3)
     ]
 
 
-_FWD_CONFIGS = _configs(
-    {"BLOCK_M": 32, "BLOCK_N": 16},
-    [(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) if bn <= bm
-     for w in (4, 8) for s in (2, 3)],
-)  # fmt: skip
-_BWD_KV_CONFIGS = _configs(
-    {"BLOCK_M": 16, "BLOCK_N": 32},
-    [(bm, bn, w, s) for bm in (32, 64) for bn in (64, 128) for w in (4, 8) for s in (2, 3)],
-)
-_BWD_Q_CONFIGS = _configs(
-    {"BLOCK_M": 32, "BLOCK_N": 16},
-    [(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64) for w in (4, 8) for s in (2, 3)],
-)
-_KEY = ["N_Q", "N_K", "HEAD_DIM", "CAUSAL", "HAS_MASK"]
+FWD_SWEEP = _sweep([(bm, bn) for bm in (64, 128) for bn in (32, 64, 128) if bn <= bm])
+BWD_KV_SWEEP = _sweep([(bm, bn) for bm in (32, 64) for bn in (64, 128)])
+BWD_Q_SWEEP = _sweep([(bm, bn) for bm in (64, 128) for bn in (32, 64)])
+
+
+def _autotuned(sweep: list[triton.Config], block_m: int, block_n: int) -> list[triton.Config]:
+    """The sweep on CUDA; one fixed config under the interpreter (autotune needs a GPU)."""
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=4, num_stages=1)]
+    return sweep
+
+
+def length_bucket(n: int) -> int:
+    """The autotune key of a sequence length: the next power of two, at least 16."""
+    return max(16, triton.next_power_of_2(n))
+
+
+# N_Q_BUCKET/N_K_BUCKET are kernel arguments used only here, as the key: with the exact lengths
+# in the key, every decode step and every new tail batch would re-benchmark the whole sweep.
+AUTOTUNE_KEY = ["N_Q_BUCKET", "N_K_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_MASK"]
+
+
+@triton.jit
+def _tile_offsets(offs_r, offs_d, stride_r, stride_d):
+    """(rows, BLOCK_D) int64 offsets r*stride_r + d*stride_d: int32 would wrap at 2^31."""
+    return offs_r.to(tl.int64)[:, None] * stride_r + offs_d[None, :] * stride_d
 
 
 @triton.jit
 def _load_tile(base, offs_r, offs_d, stride_r, stride_d, r_ok, d_ok):
     """A (rows, BLOCK_D) tile: row r of head dim d at base + r*stride_r + d*stride_d; 0 outside."""
     return tl.load(
-        base + offs_r[:, None] * stride_r + offs_d[None, :] * stride_d,
+        base + _tile_offsets(offs_r, offs_d, stride_r, stride_d),
         mask=r_ok[:, None] & d_ok[None, :], other=0.0,
     )  # fmt: skip
 
@@ -85,8 +103,17 @@ def _load_tile(base, offs_r, offs_d, stride_r, stride_d, r_ok, d_ok):
 def _load_tile_t(base, offs_r, offs_d, stride_r, stride_d, r_ok, d_ok):
     """The same tile transposed, (BLOCK_D, rows): the right operand of Q K^T and dO V^T."""
     return tl.load(
-        base + offs_r[None, :] * stride_r + offs_d[:, None] * stride_d,
+        base + offs_r.to(tl.int64)[None, :] * stride_r + offs_d[:, None] * stride_d,
         mask=r_ok[None, :] & d_ok[:, None], other=0.0,
+    )  # fmt: skip
+
+
+@triton.jit
+def _store_tile(base, offs_r, offs_d, stride_r, stride_d, r_ok, d_ok, value):
+    """Store a (rows, BLOCK_D) tile, cast to the destination dtype, where rows and dims exist."""
+    tl.store(
+        base + _tile_offsets(offs_r, offs_d, stride_r, stride_d),
+        value.to(base.dtype.element_ty), mask=r_ok[:, None] & d_ok[None, :],
     )  # fmt: skip
 
 
@@ -136,7 +163,7 @@ def _fwd_inner(
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=_FWD_CONFIGS, key=_KEY)
+@triton.autotune(configs=_autotuned(FWD_SWEEP, 32, 16), key=AUTOTUNE_KEY)
 @triton.jit
 def _attn_fwd(
     Q, K, V, OUT, LSE, MASK,
@@ -144,15 +171,16 @@ def _attn_fwd(
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
-    stride_mb, H, GROUP, N_Q, N_K, qk_scale,
+    stride_mb, H, GROUP, N_Q, N_K, N_Q_BUCKET, N_K_BUCKET, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid (Nq blocks, B*H): O = softmax(Q K^T * scale) V for one query block of one head."""
     start_m = tl.program_id(0) * BLOCK_M
-    b = tl.program_id(1) // H
-    h = tl.program_id(1) % H
+    bh = tl.program_id(1).to(tl.int64)  # int64: b * stride_qb overflows int32 past 2^31
+    b = bh // H
+    h = bh % H
     kv_h = h // GROUP
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -191,12 +219,9 @@ def _attn_fwd(
     l_safe = tl.where(has_key, l_i, 1.0)
     out = acc / l_safe[:, None]  # rows with no visible key: acc == 0, so out == 0
     lse = tl.where(has_key, m_i + tl.log2(l_safe), float("inf"))  # +inf: p = 2^(s - lse) = 0
-    tl.store(
-        OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
-        + offs_d[None, :] * stride_od,
-        out.to(OUT.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :],
-    )  # fmt: skip
-    tl.store(LSE + tl.program_id(1) * N_Q + offs_m, lse, mask=m_ok)
+    _store_tile(OUT + b * stride_ob + h * stride_oh, offs_m, offs_d, stride_on, stride_od,
+                m_ok, d_ok, out)  # fmt: skip
+    tl.store(LSE + bh * N_Q + offs_m, lse, mask=m_ok)
 
 
 @triton.jit
@@ -207,8 +232,9 @@ def _attn_bwd_delta(
     H, N_Q, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     """Grid (Nq blocks, B*H): Delta_i = sum_d dO_id * O_id, the softmax-backward row term."""
-    b = tl.program_id(1) // H
-    h = tl.program_id(1) % H
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N_Q
@@ -218,7 +244,7 @@ def _attn_bwd_delta(
     do = _load_tile(DO + b * stride_dob + h * stride_doh, offs_m, offs_d, stride_don, stride_dod,
                     m_ok, d_ok)  # fmt: skip
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(DELTA + tl.program_id(1) * N_Q + offs_m, delta, mask=offs_m < N_Q)
+    tl.store(DELTA + bh * N_Q + offs_m, delta, mask=m_ok)
 
 
 @triton.jit
@@ -249,7 +275,7 @@ def _bwd_kv_inner(
     return dk, dv
 
 
-@triton.autotune(configs=_BWD_KV_CONFIGS, key=_KEY)
+@triton.autotune(configs=_autotuned(BWD_KV_SWEEP, 16, 32), key=AUTOTUNE_KEY)
 @triton.jit
 def _attn_bwd_dkdv(
     Q, K, V, DO, LSE, DELTA, DK, DV, MASK,
@@ -258,20 +284,20 @@ def _attn_bwd_dkdv(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
-    stride_mb, H, H_KV, GROUP, N_Q, N_K, qk_scale, scale,
+    stride_mb, H, H_KV, GROUP, N_Q, N_K, N_Q_BUCKET, N_K_BUCKET, qk_scale, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid (Nk blocks, B*Hkv): dK, dV of one key block, summed over its GQA group's heads."""
     start_n = tl.program_id(0) * BLOCK_N
-    b = tl.program_id(1) // H_KV
-    kv_h = tl.program_id(1) % H_KV
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H_KV
+    kv_h = bh % H_KV
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     n_ok = offs_n < N_K
     d_ok = offs_d < HEAD_DIM
-    nd_ok = n_ok[:, None] & d_ok[None, :]
     k = _load_tile(K + b * stride_kb + kv_h * stride_kh, offs_n, offs_d, stride_kn, stride_kd,
                    n_ok, d_ok)  # fmt: skip
     v = _load_tile(V + b * stride_vb + kv_h * stride_vh, offs_n, offs_d, stride_vn, stride_vd,
@@ -306,10 +332,9 @@ def _attn_bwd_dkdv(
             keep, stride_qn, stride_qd, stride_don, stride_dod, qk_scale, N_Q, N_K, full, N_Q,
             HEAD_DIM, BLOCK_M, CAUSAL, HAS_MASK, False, PRECISION,
         )  # fmt: skip
-    out = DK + b * stride_dkb + kv_h * stride_dkh + offs_n[:, None] * stride_dkn
-    tl.store(out + offs_d[None, :] * stride_dkd, (dk * scale).to(DK.dtype.element_ty), mask=nd_ok)
-    out = DV + b * stride_dkb + kv_h * stride_dkh + offs_n[:, None] * stride_dkn
-    tl.store(out + offs_d[None, :] * stride_dkd, dv.to(DV.dtype.element_ty), mask=nd_ok)
+    kv_offset = b * stride_dkb + kv_h * stride_dkh  # dK and dV share shape and strides
+    _store_tile(DK + kv_offset, offs_n, offs_d, stride_dkn, stride_dkd, n_ok, d_ok, dk * scale)
+    _store_tile(DV + kv_offset, offs_n, offs_d, stride_dkn, stride_dkd, n_ok, d_ok, dv)
 
 
 @triton.jit
@@ -338,7 +363,7 @@ def _bwd_q_inner(
     return dq
 
 
-@triton.autotune(configs=_BWD_Q_CONFIGS, key=_KEY)
+@triton.autotune(configs=_autotuned(BWD_Q_SWEEP, 32, 16), key=AUTOTUNE_KEY)
 @triton.jit
 def _attn_bwd_dq(
     Q, K, V, DO, LSE, DELTA, DQ, MASK,
@@ -347,27 +372,27 @@ def _attn_bwd_dq(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_dqb, stride_dqh, stride_dqn, stride_dqd,
-    stride_mb, H, GROUP, N_Q, N_K, qk_scale, scale,
+    stride_mb, H, GROUP, N_Q, N_K, N_Q_BUCKET, N_K_BUCKET, qk_scale, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid (Nq blocks, B*H): dQ of one query block, walking the key blocks as the forward."""
     start_m = tl.program_id(0) * BLOCK_M
-    b = tl.program_id(1) // H
-    h = tl.program_id(1) % H
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
     kv_h = h // GROUP
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N_Q
     d_ok = offs_d < HEAD_DIM
-    md_ok = m_ok[:, None] & d_ok[None, :]
     q = _load_tile(Q + b * stride_qb + h * stride_qh, offs_m, offs_d, stride_qn, stride_qd,
                    m_ok, d_ok)  # fmt: skip
     do = _load_tile(DO + b * stride_dob + h * stride_doh, offs_m, offs_d, stride_don, stride_dod,
                     m_ok, d_ok)  # fmt: skip
-    lse = tl.load(LSE + tl.program_id(1) * N_Q + offs_m, mask=m_ok, other=float("inf"))
-    delta = tl.load(DELTA + tl.program_id(1) * N_Q + offs_m, mask=m_ok, other=0.0)
+    lse = tl.load(LSE + bh * N_Q + offs_m, mask=m_ok, other=float("inf"))
+    delta = tl.load(DELTA + bh * N_Q + offs_m, mask=m_ok, other=0.0)
     k_base = K + b * stride_kb + kv_h * stride_kh
     v_base = V + b * stride_vb + kv_h * stride_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -387,11 +412,8 @@ def _attn_bwd_dq(
         stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, N_Q, N_K, full, hi,
         HEAD_DIM, BLOCK_N, CAUSAL, HAS_MASK, True, PRECISION,
     )  # fmt: skip
-    tl.store(
-        DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqn
-        + offs_d[None, :] * stride_dqd,
-        (dq * scale).to(DQ.dtype.element_ty), mask=md_ok,
-    )  # fmt: skip
+    _store_tile(DQ + b * stride_dqb + h * stride_dqh, offs_m, offs_d, stride_dqn, stride_dqd,
+                m_ok, d_ok, dq * scale)  # fmt: skip
 
 
 def _block_d(head_dim: int) -> int:
@@ -410,6 +432,22 @@ def _mask_args(mask: torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Ten
     return mask, mask.stride(0)
 
 
+class Configs(NamedTuple):
+    """One config per autotuned kernel, run instead of autotuning (the tests pin each one)."""
+
+    fwd: triton.Config
+    bwd_kv: triton.Config
+    bwd_q: triton.Config
+
+
+def _launch(kernel, grid, config: triton.Config | None, *args, **kwargs) -> None:
+    """Launch the autotuned kernel, or its plain jit function with `config` pinned."""
+    if config is None:
+        kernel[grid](*args, **kwargs)
+    else:
+        kernel.fn[grid](*args, **kwargs, **config.all_kwargs())
+
+
 def _forward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -418,6 +456,7 @@ def _forward(
     causal: bool,
     scale: float,
     allow_tf32: bool,
+    configs: Configs | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, H, n_q, D = q.shape
     h_kv, n_k = k.shape[1], k.shape[2]
@@ -425,9 +464,10 @@ def _forward(
     lse = _empty((B, H, n_q), torch.float32, q.device)  # base-2 log-sum-exp of scaled scores
     mask_t, stride_mb = _mask_args(mask, q)
     grid = lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)
-    _attn_fwd[grid](
+    _launch(
+        _attn_fwd, grid, configs and configs.fwd,
         q, k, v, o, lse, mask_t, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-        stride_mb, H, H // h_kv, n_q, n_k, scale * LOG2E,
+        stride_mb, H, H // h_kv, n_q, n_k, length_bucket(n_q), length_bucket(n_k), scale * LOG2E,
         HEAD_DIM=D, BLOCK_D=_block_d(D), CAUSAL=causal, HAS_MASK=mask is not None,
         PRECISION=_precision(q.dtype, allow_tf32),
     )  # fmt: skip
@@ -445,11 +485,13 @@ def _backward(
     causal: bool,
     scale: float,
     allow_tf32: bool,
+    configs: Configs | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     B, H, n_q, D = q.shape
     h_kv, n_k = k.shape[1], k.shape[2]
     block_d = _block_d(D)
     mask_t, stride_mb = _mask_args(mask, q)
+    buckets = (length_bucket(n_q), length_bucket(n_k))
     common = dict(
         HEAD_DIM=D, BLOCK_D=block_d, CAUSAL=causal, HAS_MASK=mask is not None,
         PRECISION=_precision(q.dtype, allow_tf32),
@@ -465,18 +507,20 @@ def _backward(
     dk = _empty(k.shape, k.dtype, k.device)
     dv = _empty(v.shape, v.dtype, v.device)  # same shape and strides as dk
     grid = lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), B * h_kv)
-    _attn_bwd_dkdv[grid](
+    _launch(
+        _attn_bwd_dkdv, grid, configs and configs.bwd_kv,
         q, k, v, do, lse, delta, dk, dv, mask_t,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(),
-        stride_mb, H, h_kv, H // h_kv, n_q, n_k, scale * LOG2E, scale, **common,
+        stride_mb, H, h_kv, H // h_kv, n_q, n_k, *buckets, scale * LOG2E, scale, **common,
     )  # fmt: skip
 
     dq = _empty(q.shape, q.dtype, q.device)
     grid = lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)
-    _attn_bwd_dq[grid](
+    _launch(
+        _attn_bwd_dq, grid, configs and configs.bwd_q,
         q, k, v, do, lse, delta, dq, mask_t,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
-        stride_mb, H, H // h_kv, n_q, n_k, scale * LOG2E, scale, **common,
+        stride_mb, H, H // h_kv, n_q, n_k, *buckets, scale * LOG2E, scale, **common,
     )  # fmt: skip
     return dq, dk, dv
 
@@ -485,17 +529,19 @@ class TritonAttentionFunction(torch.autograd.Function):
     """Fused attention with the FlashAttention-2 backward; saves O and the row log-sum-exp."""
 
     @staticmethod
-    def forward(ctx, q, k, v, key_padding_mask, causal, scale, allow_tf32):
-        o, lse = _forward(q, k, v, key_padding_mask, causal, scale, allow_tf32)
+    def forward(ctx, q, k, v, key_padding_mask, causal, scale, allow_tf32, configs):
+        o, lse = _forward(q, k, v, key_padding_mask, causal, scale, allow_tf32, configs)
         ctx.save_for_backward(q, k, v, o, lse, key_padding_mask)
-        ctx.causal, ctx.scale, ctx.allow_tf32 = causal, scale, allow_tf32
+        ctx.causal, ctx.scale, ctx.allow_tf32, ctx.configs = causal, scale, allow_tf32, configs
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, mask = ctx.saved_tensors
-        dq, dk, dv = _backward(do, q, k, v, o, lse, mask, ctx.causal, ctx.scale, ctx.allow_tf32)
-        return dq, dk, dv, None, None, None, None
+        dq, dk, dv = _backward(
+            do, q, k, v, o, lse, mask, ctx.causal, ctx.scale, ctx.allow_tf32, ctx.configs
+        )
+        return dq, dk, dv, None, None, None, None, None
 
 
 def triton_attention(
@@ -507,8 +553,14 @@ def triton_attention(
     scale: float | None = None,
     key_padding_mask: torch.Tensor | None = None,
     allow_tf32: bool = False,
+    configs: Configs | None = None,
 ) -> torch.Tensor:
-    """q (B, H, Nq, D), k and v (B, Hkv, Nk, D) -> (B, H, Nq, D); inputs already validated."""
+    """q (B, H, Nq, D), k and v (B, Hkv, Nk, D) -> (B, H, Nq, D); inputs already validated.
+
+    configs: pin one config per kernel instead of autotuning (tests, to cover every config).
+    """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     with torch.cuda.device(q.device) if q.is_cuda else nullcontext():
-        return TritonAttentionFunction.apply(q, k, v, key_padding_mask, causal, scale, allow_tf32)
+        return TritonAttentionFunction.apply(
+            q, k, v, key_padding_mask, causal, scale, allow_tf32, configs
+        )

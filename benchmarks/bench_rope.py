@@ -51,10 +51,11 @@ def test_rope(benchmark, impl, mode, dtype, shape):
     make = dict(device=DEVICE, dtype=dtype, requires_grad=mode != "forward")
     q, k = torch.randn(B, H, N, D, **make), torch.randn(B, Hkv, N, D, **make)
     positions = torch.arange(N, device=DEVICE)
+    angles = rope.prepare(positions)  # once per model forward; what each layer's rotate gets
     dq, dk = torch.randn_like(q), torch.randn_like(k)
 
     def run() -> tuple[torch.Tensor, torch.Tensor]:
-        out = rope.rotate(q, k, positions)
+        out = rope.rotate(q, k, angles)
         if mode != "forward":
             torch.autograd.backward(out, (dq, dk))
         sync()

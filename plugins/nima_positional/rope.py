@@ -106,8 +106,8 @@ class RoPE(Positional):
     def _apply(self, fn, recurse=True):
         """`module.to(bfloat16)` casts floating buffers: rebuild inv_freq in fp32 where it went.
 
-        So a bf16 model keeps fp32 angles (a bf16 inv_freq would put position 4000 about 16 rad
-        off), and `to_empty` after meta-device init gets real values.
+        So a bf16 model keeps fp32 angles (a bf16 inv_freq puts position 4000 up to 1.7 rad off
+        at head_dim 64), and `to_empty` after meta-device init gets real values.
         """
         super()._apply(fn, recurse)
         self.inv_freq = inverse_frequencies(self.head_dim, self.base, self.inv_freq.device)

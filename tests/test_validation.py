@@ -74,6 +74,10 @@ def test_describe_reads_as_words() -> None:
         ("train.steps = '10'", "train.steps takes an int >= 1"),
         ("train.grad_clip = -1.0", "it must be >= 0"),
         ("adamw.betas = (0.9,)", "adamw.betas takes a list of 2"),
+        ("GPT.n_layers = 'four'", "GPT.n_layers takes an int >= 1"),
+        ("GPT.dropout = 1.5", "it must be >= 0 and < 1"),
+        ("GPT.attention = @attention.sdpa", "write @attention.sdpa() (with parentheses"),
+        ("GPT.positional = @positional.rope()", "write @positional.rope (no parentheses)"),
     ],
 )
 def test_bad_values_are_refused_at_parse(system: PluginSystem, binding: str, says: str) -> None:

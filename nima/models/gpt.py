@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nima.contracts import Attention
 from nima.errors import ConfigError
 from nima.models.positional import Positional
+from nima.validation import Range, checked
 
 
 def _init_linear(linear: nn.Linear, std: float) -> None:
@@ -110,23 +112,27 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+Size = Annotated[int, Range(ge=1)]
+
+
+@checked  # gin bindings and Python calls alike are checked against these annotations
 class GPT(nn.Module):
     """Decoder-only transformer (GPT-2 layout) built from an attention and a positional plugin."""
 
     def __init__(
         self,
-        vocab_size: int,
-        context_length: int = 256,
-        d_model: int = 128,
-        n_layers: int = 4,
-        n_heads: int = 8,
-        n_kv_heads: int | None = None,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
+        vocab_size: Size,
+        context_length: Size = 256,
+        d_model: Size = 128,
+        n_layers: Size = 4,
+        n_heads: Size = 8,
+        n_kv_heads: Size | None = None,
+        mlp_ratio: Annotated[float, Range(gt=0)] = 4.0,
+        dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
         bias: bool = False,
         tie_embeddings: bool = True,
-        attention: Any = None,
-        positional: Callable[..., Positional] | None = None,
+        attention: Attention | None = None,  # an instance: @attention.sdpa()
+        positional: Callable[..., Positional] | None = None,  # a factory: @positional.rope
     ):
         super().__init__()
         if attention is None or positional is None:

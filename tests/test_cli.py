@@ -177,9 +177,12 @@ def test_debug_shows_the_traceback() -> None:
     [
         (
             "GPT.attention = @attention.triton()",
-            ("attention plugin 'triton'", "device=cpu", "sdpa"),
+            ("attention plugin 'triton'", "device=cpu", "sdpa", "TRITON_INTERPRET=1"),
         ),
-        ("GPT.positional = @positional.rope_triton", ("'rope_triton'", "device=cpu", "rope")),
+        (
+            "GPT.positional = @positional.rope_triton",
+            ("'rope_triton'", "device=cpu", "rope", "TRITON_INTERPRET=1"),
+        ),
     ],
 )
 def test_plugin_lacking_a_capability(

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nima.capabilities import triton_devices
+from nima.capabilities import TRITON_INTERPRETER, triton_devices
 from nima.errors import CapabilityError
 from nima_attention.common import check_inputs
 
@@ -30,6 +30,7 @@ def capabilities() -> dict[str, Any]:
         "backward": True,
         "dtypes": dtypes,
         "devices": triton_devices(),
+        "interpreter": TRITON_INTERPRETER,
         "dtypes_by_device": {"cuda": dtypes, "cpu": CPU_DTYPES},  # the interpreter: no bf16 dots
         "head_dims": range(1, MAX_HEAD_DIM + 1),  # 16/32/64/128 exact; others padded in-kernel
         "masks": ["causal", "causal_bottom_right", "key_padding"],

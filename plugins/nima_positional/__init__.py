@@ -1,7 +1,7 @@
 """Built-in NIMA positional plugins, registered through the `nima` entry-point group."""
 
 from nima import hookimpl
-from nima.capabilities import triton_devices
+from nima.capabilities import TRITON_INTERPRETER, triton_devices
 from nima_positional.absolute import Learned, NoPositional, Sinusoidal
 from nima_positional.rope import RoPE, RoPETriton
 
@@ -22,6 +22,7 @@ def nima_register(registry) -> None:
             "backward": True,
             "acts_on": ["rotate"],
             "devices": triton_devices(),  # read once at registration: TRITON_INTERPRET, triton
+            "interpreter": TRITON_INTERPRETER,
             "dtypes": ["float32", "float16", "bfloat16"],
         },
     )

@@ -21,7 +21,7 @@ from typing import Any
 
 from nima import atomic
 from nima.errors import RunDirError
-from nima.study.records import RunRecord, require_run
+from nima.runs.records import RunRecord, require_run
 
 KEYS = ("train_loss", "val_loss")
 NOISE_Z = 1.96 * math.sqrt(2)  # a difference of two seeds' values: sqrt(2) sigma, 95% two-sided

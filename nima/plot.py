@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nima.errors import RunDirError
-from nima.train.metrics import read_metrics
+from nima.runs.records import read_run
 
 Points = tuple[list[int], list[float]]
 
@@ -23,13 +23,13 @@ class Curves:
 
 def read_curves(run_dir: Path) -> Curves | str:
     """The run's loss curves, or why it has none (no metrics.jsonl, or no loss logged)."""
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
+    if not (run_dir / "metrics.jsonl").is_file():
         return f"{run_dir} (no metrics.jsonl)"
-    records = read_metrics(metrics)
+    record = read_run(run_dir)
 
     def points(key: str) -> Points:
-        return [r["step"] for r in records if key in r], [r[key] for r in records if key in r]
+        curve = record.curve(key)
+        return list(curve), list(curve.values())
 
     curves = Curves(run_dir.name, points("train_loss"), points("val_loss"))
     if not curves.train[0] and not curves.val[0]:

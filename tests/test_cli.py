@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nima.train.metrics import read_metrics
+from nima.runs.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "experiments" / "smoke.gin")
@@ -58,7 +58,7 @@ def test_smoke_run_fills_its_run_directory(smoke_run) -> None:
         "checkpoints/last.safetensors",
     ):
         assert (run_dir / name).is_file(), name
-    records = read_metrics(run_dir / "metrics.jsonl")
+    records = read_metrics(run_dir)
     train = [r["train_loss"] for r in records if "train_loss" in r]
     assert all("step" in r for r in records)
     assert {"lr", "tokens_per_s"} <= set(next(r for r in records if "train_loss" in r))
@@ -78,7 +78,7 @@ def test_config_gin_reproduces_the_run(smoke_run, tmp_path: Path) -> None:
     result = nima("run", str(run_dir / "config.gin"), "--run-dir", str(again), "--no-progress")
     assert result.returncode == 0, result.stderr
     losses = [
-        [r.get("train_loss") for r in read_metrics(d / "metrics.jsonl")] for d in (run_dir, again)
+        [r.get("train_loss") for r in read_metrics(d)] for d in (run_dir, again)
     ]
     assert losses[0] == losses[1]
 
@@ -155,7 +155,7 @@ def test_smoke_trains_with_the_triton_kernels_on_the_interpreter(shakespeare_fil
     assert result.returncode == 0, result.stderr
     config = (run_dir / "config.gin").read_text()
     assert "@attention.triton()" in config and "@positional.rope_triton" in config
-    losses = [r["train_loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "train_loss" in r]
+    losses = [r["train_loss"] for r in read_metrics(run_dir) if "train_loss" in r]
     assert losses and all(0 < loss < 10 for loss in losses)
 
 

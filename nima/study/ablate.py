@@ -37,9 +37,9 @@ from rich.console import Console
 from nima import atomic
 from nima.errors import RunDirError
 from nima.hooks import PluginSystem
+from nima.runs.records import is_finished, read_run
 from nima.study.launch import Job
 from nima.study.progress import StudyProgress
-from nima.study.records import is_finished, read_run
 from nima.study.report import PLAN, log_path, run_dir, write_report
 from nima.study.spec import METRICS, Study
 

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nima.study.records import is_finished, read_metrics
+from nima.runs.records import is_finished, read_metrics
 
 
 class StudyProgress:

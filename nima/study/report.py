@@ -16,8 +16,8 @@ from typing import Any
 
 from nima import atomic
 from nima.errors import RunDirError
+from nima.runs.records import RunRecord, read_run
 from nima.study import plots
-from nima.study.records import RunRecord, read_run
 from nima.study.stats import Comparison, Estimate, compare, estimate
 
 PLAN = "study.json"

@@ -1,5 +1,5 @@
-"""Reading what runs wrote (summary.json, run.json, metrics.jsonl): the one reader of run
-directories for studies and `nima compare`. Nothing here imports the trainer."""
+"""Reading what runs wrote (summary.json, run.json, metrics.jsonl): the one reader of a run's
+results, for `nima plot`, `nima compare` and studies. Nothing here imports the trainer."""
 
 from __future__ import annotations
 

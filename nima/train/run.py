@@ -50,7 +50,7 @@ def run_experiment(
     tokenizer = prepared.tokenizer
     with config.building():  # the model, optimizer and scheduler factories run here
         model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
-        check_model_plugins(model, system, device)  # fail before anything is written
+        check_model_plugins(model, system, device, settings.precision)  # before any write
         encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
         meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
         trainer = Trainer(settings, model, prepared.splits, device, system, meta)

@@ -29,7 +29,9 @@ class TrainSettings:
     scheduler: Callable[..., Any] | None = None  # factory: scheduler(optimizer, total_steps)
     samplers: Sequence[Sampler] = field(default_factory=list)  # instances, for the sample
     steps: Positive = 1000
-    batch_size: Positive = 16
+    batch_size: Positive = 16  # windows per micro-batch, per process
+    accumulation_steps: Positive = 1  # micro-batches per optimizer step
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast compute dtype; fp16: CUDA only
     grad_clip: Annotated[float, Range(ge=0)] = 1.0  # 0: no clipping
     eval_interval: Positive = 250
     eval_batches: Positive = 20

@@ -1,5 +1,6 @@
-"""The training loop: random windows of the train split, AdamW + schedule, clipping, periodic
-eval on fixed batches, best/last checkpoints, and events out as pluggy hooks."""
+"""The training loop: random windows of the train split, gradient accumulation, autocast mixed
+precision, clipping, periodic eval on fixed batches, best/last checkpoints, and events out as
+pluggy hooks."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from nima.capabilities import require
-from nima.errors import DataError
+from nima.errors import ConfigError, DataError
 from nima.hooks import PluginSystem
 from nima.runs import load_checkpoint, save_checkpoint
 from nima.train.settings import TrainSettings
@@ -39,9 +40,24 @@ class Run:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def check_model_plugins(model: torch.nn.Module, system: PluginSystem, device: torch.device) -> None:
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtypes; fp32: none
+
+
+def compute_dtype(model: torch.nn.Module, precision: str) -> torch.dtype:
+    """The dtype the model computes in: autocast's under bf16/fp16, else its parameters'."""
+    return PRECISIONS.get(precision, next(model.parameters()).dtype)
+
+
+def check_model_plugins(
+    model: torch.nn.Module, system: PluginSystem, device: torch.device, precision: str = "fp32"
+) -> None:
     """Fail before training if the attention or positional plugin lacks what this run needs."""
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"train.precision = 'fp16' needs a CUDA device (a GradScaler guards fp16 gradients "
+            f"there); this run is on {device.type}. Use 'bf16' or 'fp32' on {device.type}."
+        )
+    dtype = str(compute_dtype(model, precision)).removeprefix("torch.")
     needs = {
         "attention": dict(backward=True, device=device.type, dtype=dtype, head_dim=model.head_dim),
         "positional": dict(device=device.type),
@@ -53,10 +69,31 @@ def check_model_plugins(model: torch.nn.Module, system: PluginSystem, device: to
             require(registry, entry, **need)
 
 
-class Batches:
-    """Random (x, y) windows of one split, from a seeded generator (repeatable on CPU)."""
+def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean loss of the model on one batch: the one place the trainer calls the model."""
+    _, loss = model(x, y)
+    return loss
 
-    def __init__(self, ids: np.ndarray, context: int, batch_size: int, seed: int, device):
+
+class Batches:
+    """Random (x, y) windows of one split, from a seeded generator (repeatable on CPU).
+
+    Each optimizer step draws `batch_size x accumulation x world` offsets at once and this
+    process takes its `accumulation` micro-batches from its rank's share: the windows of a
+    step do not depend on how they are split into micro-batches and processes.
+    """
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        context: int,
+        batch_size: int,
+        seed: int,
+        device,
+        accumulation: int = 1,
+        world: int = 1,
+        rank: int = 0,
+    ):
         if len(ids) <= context + 1:
             raise DataError(
                 f"A split of {len(ids)} tokens is too short for windows of {context + 1} tokens "
@@ -64,6 +101,7 @@ class Batches:
             )
         self.data = torch.from_numpy(np.asarray(ids, dtype=np.int64))
         self.context, self.batch_size, self.device = context, batch_size, device
+        self.accumulation, self.world, self.rank = accumulation, world, rank
         self.generator = torch.Generator().manual_seed(seed)
 
     def offsets(self, n: int) -> torch.Tensor:
@@ -77,6 +115,12 @@ class Batches:
     def next(self) -> Batch:
         return self.take(self.offsets(self.batch_size))
 
+    def next_step(self) -> list[Batch]:
+        """This process's micro-batches of the next optimizer step."""
+        offsets = self.offsets(self.batch_size * self.accumulation * self.world)
+        shares = offsets.view(self.world, self.accumulation, self.batch_size)
+        return [self.take(micro) for micro in shares[self.rank]]
+
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable[Batch]) -> float:
@@ -86,7 +130,7 @@ def evaluate(model: torch.nn.Module, batches: Iterable[Batch]) -> float:
     total, count = 0.0, 0
     try:
         for x, y in batches:
-            _, loss = model(x, y)
+            loss = _loss(model, x, y)
             total += loss.item() * y.numel()
             count += y.numel()
     finally:
@@ -151,13 +195,50 @@ class Trainer:
         self.checkpoint_meta = checkpoint_meta
         self.optimizer = settings.optimizer(model)
         self.scheduler = settings.scheduler(self.optimizer, settings.steps)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
+        self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
         context = model.context_length
         self.train_batches = Batches(
-            splits["train"], context, settings.batch_size, settings.seed, device
+            splits["train"],
+            context,
+            settings.batch_size,
+            settings.seed,
+            device,
+            accumulation=settings.accumulation_steps,
         )
         val = Batches(splits["val"], context, settings.batch_size, settings.seed + 1, device)
         self.eval_set = [val.next() for _ in range(settings.eval_batches)]  # fixed for the run
         self.stop = StopRequest()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the forward and the loss (not the backward, as torch advises)."""
+        dtype = PRECISIONS.get(self.s.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def train_step(self, micro_batches: list[Batch]) -> torch.Tensor:
+        """One optimizer step over `micro_batches`: gradients accumulate, each micro-batch's loss
+        divided by their number, so the step is that of one batch holding them all. Returns
+        the mean loss (a tensor: reading it is a host sync, left to the caller)."""
+        model, s = self.model, self.s
+        total = torch.zeros((), device=self.device)
+        for x, y in micro_batches:
+            with self.autocast():
+                loss = _loss(model, x, y) / len(micro_batches)
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+        if s.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        if self.scaler.is_enabled():
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skipped when a gradient is inf/NaN
+            self.scaler.update()  # ...and then the scale shrinks
+            self.skipped_steps += self.scaler.get_scale() < scale
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return total
 
     def checkpoint_path(self, name: str) -> Path:
         return self.run.run_dir / "checkpoints" / f"{name}.safetensors"
@@ -174,20 +255,13 @@ class Trainer:
         model.train()
         hook.nima_train_start(run=self.run)
         best, best_step, done, last_saved = math.inf, None, 0, None
-        tokens_per_step = s.batch_size * model.context_length
+        tokens_per_step = s.batch_size * s.accumulation_steps * model.context_length
         start = last_log = time.perf_counter()
         last_log_step = 0  # throughput counts the steps since the clock was last read
         with self.stop.listening():
             for step in range(1, s.steps + 1):
-                x, y = self.train_batches.next()
-                _, loss = model(x, y)
-                loss.backward()
-                if s.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
                 lr = self.optimizer.param_groups[0]["lr"]
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
+                loss = self.train_step(self.train_batches.next_step())
                 done = step
                 if step % s.log_interval == 0 or step == s.steps:
                     now = time.perf_counter()
@@ -196,6 +270,8 @@ class Trainer:
                         "lr": lr,
                         "tokens_per_s": tokens_per_step * (step - last_log_step) / (now - last_log),
                     }
+                    if self.scaler.is_enabled():
+                        metrics["skipped_steps"] = self.skipped_steps
                     last_log, last_log_step = now, step
                     hook.nima_train_step(run=self.run, step=step, metrics=metrics)
                 if step % s.eval_interval == 0 or step == s.steps:

@@ -13,7 +13,7 @@ import nima
 from nima.bench import add_bench_arguments, main_bench
 from nima.compare import add_compare_arguments
 from nima.data.cli import add_data_arguments
-from nima.errors import NimaError
+from nima.errors import ConfigError, NimaError
 from nima.hooks import for_command
 from nima.study.cli import add_study_arguments
 from nima.validation import Range, cli_type
@@ -31,6 +31,8 @@ class Parser(argparse.ArgumentParser):
 def cmd_run(args: argparse.Namespace) -> int:
     from nima.train.run import interrupted_message, run_experiment
 
+    if not args.config and not args.resume:
+        raise ConfigError("nima run needs a gin file (e.g. experiments/gpt.gin) or --resume RUN_DIR.")
     summary = run_experiment(
         args.config,
         args.bind,
@@ -38,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir=args.run_dir,
         device_name=args.device,
         show_progress=not args.no_progress,
+        resume=args.resume,
     )
     if summary["interrupted"]:
         print(interrupted_message(summary), file=sys.stderr)
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="train as a gin file says")
-    run.add_argument("config", nargs="+", help="gin file(s), e.g. experiments/gpt.gin")
+    run.add_argument("config", nargs="*", help="gin file(s), e.g. experiments/gpt.gin")
     run.add_argument(
         "--bind",
         action="append",
@@ -128,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", type=Path, help="default: runs/<experiment>-<timestamp>")
     run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="go on with a stopped or finished run"
+    )
     run.set_defaults(func=cmd_run)
 
     plugins = sub.add_parser("plugins", parents=[common], help="list registered plugins")

@@ -8,7 +8,8 @@ RUN_DIR/
   tokenizer.json             the trained tokenizer
   metrics.jsonl              one JSON object per line, appended while training
   checkpoints/best.safetensors, checkpoints/last.safetensors
-                             weights + metadata (step, val loss) in the safetensors header
+                             weights + metadata (step, val loss) in the safetensors header;
+                             `last` also the training state to resume from
   summary.json               how the run ended: steps, losses, wall time, the sample
 ```
 
@@ -17,10 +18,15 @@ RUN_DIR/
 none of them imports the trainer. Every file appears atomically (complete or not at all).
 """
 
-from nima.runs.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from nima.runs.checkpoint import (
+    load_checkpoint,
+    read_checkpoint,
+    read_training_state,
+    save_checkpoint,
+)
 from nima.runs.environment import environment, pick_device, seed_everything
 from nima.runs.load import LoadedRun, configured_settings, load_run
-from nima.runs.rundir import claim, claim_default
+from nima.runs.rundir import claim, claim_default, reclaim, release
 
 __all__ = [
     "LoadedRun",
@@ -32,6 +38,9 @@ __all__ = [
     "load_run",
     "pick_device",
     "read_checkpoint",
+    "read_training_state",
+    "reclaim",
+    "release",
     "save_checkpoint",
     "seed_everything",
 ]

@@ -3,11 +3,16 @@
 A folder is claimed by creating its `.nima-run` file with O_EXCL, which the file system grants to
 one caller only; `mkdir` alone cannot tell two processes apart once the folder exists. An existing
 folder may be claimed only while it holds nothing else, so a run is never mixed with another.
+
+The claiming process also holds an advisory lock (flock) on `.nima-run` until it `release`s it,
+so `nima run --resume` can tell a run that is still going (locked) from one that stopped (the
+lock dies with its process, however it ended: Ctrl-C, SIGKILL, a crash).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -18,6 +23,42 @@ from pathlib import Path
 from nima.errors import RunDirError
 
 CLAIM_FILE = ".nima-run"
+_held: dict[Path, int] = {}  # run directories whose claim this process holds locked
+
+
+def _lock(run_dir: Path) -> bool:
+    """Lock `run_dir`'s claim file for this process's lifetime; False if another holds it."""
+    fd = os.open(run_dir / CLAIM_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _held[run_dir.resolve()] = fd
+    return True
+
+
+def release(run_dir: str | Path) -> None:
+    """Unlock a run directory this process claimed: its run is over."""
+    fd = _held.pop(Path(run_dir).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the file drops its flock
+
+
+def reclaim(run_dir: str | Path) -> Path:
+    """Take over a stopped run's directory to go on with it (`nima run --resume`)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CLAIM_FILE).is_file() or not (run_dir / "config.gin").is_file():
+        raise RunDirError(
+            f"{run_dir} is not a run directory (no {CLAIM_FILE} and config.gin); --resume takes "
+            f"the folder a `nima run` wrote."
+        )
+    if not _lock(run_dir):
+        raise RunDirError(
+            f"Run {run_dir} is still going in another process (its {CLAIM_FILE} is locked); "
+            f"stop that process first (Ctrl-C saves its last step), then resume."
+        )
+    return run_dir
 
 
 def _timestamp() -> str:
@@ -64,6 +105,7 @@ def _take(run_dir: Path) -> str | None:
         if any(p.name != CLAIM_FILE for p in run_dir.iterdir()):
             (run_dir / CLAIM_FILE).unlink()  # not ours to use: leave the folder as it was
             return "another run" if (run_dir / "config.gin").exists() else "other files"
+        _lock(run_dir)  # ours, and no other process has its path yet
     except OSError as exc:
         raise RunDirError(
             f"Cannot create the run directory {run_dir}: {exc.strerror or exc}. Choose a "

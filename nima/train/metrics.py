@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nima.atomic import strict_json
+from nima.atomic import strict_json, write_text
 from nima.hookspecs import hookimpl
+from nima.runs.records import read_metrics
 
 
 class MetricsFile:
@@ -34,3 +35,10 @@ class MetricsFile:
 
     def close(self) -> None:
         self._file.close()  # idempotent
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop the records after `step` (a resumed run logs them again) and a half-written last
+    line (a killed run's), atomically."""
+    kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
+    write_text(run_dir / "metrics.jsonl", "".join(strict_json(r) + "\n" for r in kept))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 
 from nima import atomic, config
 from nima.data.tokens import PreparedData, prepare_tokens
+from nima.errors import ConfigError, RunDirError
 from nima.generate import encode_prompt, sample_text
 from nima.hooks import PluginSystem
 from nima.runs import (
@@ -19,9 +21,11 @@ from nima.runs import (
     configured_settings,
     environment,
     pick_device,
+    reclaim,
+    release,
     seed_everything,
 )
-from nima.train.metrics import MetricsFile
+from nima.train.metrics import MetricsFile, truncate_metrics
 from nima.train.progress import ProgressDisplay
 from nima.train.trainer import Trainer, check_model_plugins
 
@@ -33,12 +37,28 @@ def run_experiment(
     run_dir: Path | None = None,
     device_name: str | None = None,
     show_progress: bool = True,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
     """Train as the gin config says; everything the run produces goes into the run directory.
 
     Ctrl-C stops training at a step boundary: `last` is saved and the summary says
     `interrupted`, with no final evaluation or sample (the caller reports it, exit code 130).
+    `resume` is a run directory to go on with: its config.gin (plus `bindings`, e.g. more
+    steps) and its `last` checkpoint's weights and training state; on the CPU the run then
+    continues bit for bit as if it had never stopped.
     """
+    if resume is not None:
+        if config_files:
+            raise ConfigError(
+                f"--resume {resume} continues that run from its own config.gin; give no gin "
+                f"files with it (change a setting with --bind, e.g. --bind 'train.steps = N')."
+            )
+        if not (Path(resume) / "config.gin").is_file():
+            raise RunDirError(
+                f"--resume {resume}: no config.gin there, so it is not a run directory; give "
+                f"the folder a `nima run` wrote."
+            )
+        config_files = [Path(resume) / "config.gin"]
     config.parse(config_files, bindings, system)
     settings = configured_settings()
     device = pick_device(device_name)
@@ -54,24 +74,48 @@ def run_experiment(
         encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
         meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
         trainer = Trainer(settings, model, prepared.splits, device, system, meta)
-    run_dir = claim(run_dir) if run_dir else claim_default(config_files[0])  # nothing failed
+    if resume is not None:
+        run_dir = reclaim(resume)
+    else:
+        run_dir = claim(run_dir) if run_dir else claim_default(config_files[0])  # nothing failed
+    try:  # the run directory is this process's until it returns
+        return _run_in(
+            run_dir, trainer, prepared, system, config_files, bindings, show_progress, resume
+        )
+    finally:
+        release(run_dir)
 
+
+def _run_in(
+    run_dir: Path,
+    trainer: Trainer,
+    prepared: PreparedData,
+    system: PluginSystem,
+    config_files: Sequence[str | Path],
+    bindings: Sequence[str],
+    show_progress: bool,
+    resume: Path | None,
+) -> dict[str, Any]:
+    """Write the run's files (or go on with the run's own), train, evaluate and sample."""
+    if resume is not None:
+        _resume(run_dir, trainer, list(bindings))
+    else:
+        prepared.tokenizer.save(run_dir / "tokenizer.json")
+        atomic.write_json(
+            run_dir / "run.json",
+            {
+                "config_files": [str(f) for f in config_files],
+                "bindings": list(bindings),
+                "seed": trainer.s.seed,
+                "device": str(trainer.device),
+                "data": prepared.metadata,
+                "parameters": sum(p.numel() for p in trainer.model.parameters()),
+                "non_embedding_parameters": trainer.model.num_parameters(),
+                "plugin_packages": system.packages,
+                **environment(),
+            },
+        )
     atomic.write_text(run_dir / "config.gin", gin.operative_config_str())
-    tokenizer.save(run_dir / "tokenizer.json")
-    atomic.write_json(
-        run_dir / "run.json",
-        {
-            "config_files": [str(f) for f in config_files],
-            "bindings": list(bindings),
-            "seed": settings.seed,
-            "device": str(device),
-            "data": prepared.metadata,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "non_embedding_parameters": model.num_parameters(),
-            "plugin_packages": system.packages,
-            **environment(),
-        },
-    )
 
     display = ProgressDisplay() if show_progress else None
     listeners = [MetricsFile(run_dir / "metrics.jsonl"), *([display] if display else [])]
@@ -92,6 +136,21 @@ def run_experiment(
     summary["run_dir"] = str(run_dir)
     atomic.write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _resume(run_dir: Path, trainer: Trainer, bindings: list[str]) -> None:
+    """Go on with a stopped run: its `last` weights and training state go into `trainer`,
+    metrics.jsonl loses the records after that step, run.json records the resume."""
+    step = trainer.resume_from(run_dir / "checkpoints" / "last.safetensors")
+    if step >= trainer.s.steps:
+        raise ConfigError(
+            f"Run {run_dir} has trained {step} steps and train.steps is {trainer.s.steps}: "
+            f"nothing to resume. Give it more steps, e.g. --bind 'train.steps = {2 * step}'."
+        )
+    truncate_metrics(run_dir, step)
+    info = json.loads((run_dir / "run.json").read_text())
+    info.setdefault("resumes", []).append({"step": step, "bindings": bindings, **environment()})
+    atomic.write_json(run_dir / "run.json", info)
 
 
 def _evaluate_and_sample(
@@ -127,6 +186,6 @@ def interrupted_message(summary: dict[str, Any]) -> str:
     )
     return (
         f"interrupted at step {step}: {run_dir}/checkpoints/last.safetensors holds step {step}; "
-        f"{best}. There is no --resume yet; sample it with `nima generate {run_dir} "
-        f"--checkpoint last`, or train again with `nima run {run_dir}/config.gin`."
+        f"{best}. Go on with `nima run --resume {run_dir}`, or sample it with "
+        f"`nima generate {run_dir} --checkpoint last`."
     )

@@ -35,6 +35,7 @@ class TrainSettings:
     grad_clip: Annotated[float, Range(ge=0)] = 1.0  # 0: no clipping
     eval_interval: Positive = 250
     eval_batches: Positive = 20
+    checkpoint_interval: Annotated[int, Range(ge=0)] = 0  # `last` also every N steps; 0: at evals
     final_eval: Literal["full", "batches"] = "full"  # the whole val split, or eval_batches
     log_interval: Positive = 10
     seed: Annotated[int, Range(ge=0)] = 1337

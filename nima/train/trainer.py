@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import signal
 import sys
 import threading
@@ -18,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from nima.capabilities import require
+from nima.capabilities import check_model
 from nima.errors import ConfigError, DataError
 from nima.hooks import PluginSystem
-from nima.runs import load_checkpoint, save_checkpoint
+from nima.runs import load_checkpoint, read_training_state, save_checkpoint
+from nima.train.objectives import causal_lm
 from nima.train.settings import TrainSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -37,6 +39,7 @@ class Run:
     device: torch.device
     model: torch.nn.Module
     total_steps: int
+    start_step: int = 0  # the step a resumed run goes on from
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,28 +54,20 @@ def compute_dtype(model: torch.nn.Module, precision: str) -> torch.dtype:
 def check_model_plugins(
     model: torch.nn.Module, system: PluginSystem, device: torch.device, precision: str = "fp32"
 ) -> None:
-    """Fail before training if the attention or positional plugin lacks what this run needs."""
+    """Fail before training if any plugin of the model lacks what this run needs."""
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError(
             f"train.precision = 'fp16' needs a CUDA device (a GradScaler guards fp16 gradients "
             f"there); this run is on {device.type}. Use 'bf16' or 'fp32' on {device.type}."
         )
     dtype = str(compute_dtype(model, precision)).removeprefix("torch.")
-    needs = {
-        "attention": dict(backward=True, device=device.type, dtype=dtype, head_dim=model.head_dim),
-        "positional": dict(device=device.type),
-    }
-    for family, need in needs.items():
-        registry = system.registries[family]
-        entry = registry.find(getattr(model, family, None))
-        if entry is not None:
-            require(registry, entry, **need)
+    check_model(model, system.registries, device=device.type, dtype=dtype)  # every layer's plugins
 
 
 def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean loss of the model on one batch: the one place the trainer calls the model."""
-    _, loss = model(x, y)
-    return loss
+    """Mean next-token cross-entropy of the model on one batch: the one place the trainer
+    calls the model (the model returns logits; the objective computes the loss)."""
+    return causal_lm(model, x, y)
 
 
 class Batches:
@@ -197,6 +192,8 @@ class Trainer:
         self.scheduler = settings.scheduler(self.optimizer, settings.steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
         self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
+        self.step, self.tokens = 0, 0  # optimizer steps done, training tokens seen
+        self.best, self.best_step = math.inf, None  # the best val loss on the fixed batches
         context = model.context_length
         self.train_batches = Batches(
             splits["train"],
@@ -241,34 +238,82 @@ class Trainer:
         return total
 
     def checkpoint_path(self, name: str) -> Path:
-        return self.run.run_dir / "checkpoints" / f"{name}.safetensors"
+        return self.run_dir / "checkpoints" / f"{name}.safetensors"
 
-    def _checkpoint(self, name: str, step: int, val_loss: float | None) -> None:
-        meta = {**self.checkpoint_meta, "step": step, "val_loss": val_loss}
-        save_checkpoint(self.model, self.checkpoint_path(name), meta)
+    def training_state(self) -> dict[str, Any]:
+        """Everything besides the weights that the next step depends on, to resume exactly."""
+        rng = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "batches": self.train_batches.generator.get_state(),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "best_val_loss": self.best if self.best_step is not None else None,
+            "best_step": self.best_step,
+            "skipped_steps": self.skipped_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+        }
+
+    def resume_from(self, path: Path) -> int:
+        """Load the weights and training state of the checkpoint at `path`; returns its step."""
+        load_checkpoint(self.model, path)
+        state = read_training_state(path)
+        self.step, self.tokens = state["step"], state["tokens"]
+        self.best_step, self.skipped_steps = state["best_step"], state["skipped_steps"]
+        self.best = state["best_val_loss"] if self.best_step is not None else math.inf
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        version, key, gauss = rng["python"]
+        random.setstate((version, tuple(key), gauss))
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        self.train_batches.generator.set_state(rng["batches"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return self.step
+
+    def _checkpoint(self, name: str, val_loss: float | None) -> None:
+        meta = {**self.checkpoint_meta, "step": self.step, "val_loss": val_loss}
+        state = self.training_state() if name == "last" else None  # `best` is for sampling
+        save_checkpoint(self.model, self.checkpoint_path(name), meta, state)
 
     def fit(self, run_dir: Path) -> dict[str, Any]:
-        """Train until `settings.steps`, or until Ctrl-C: then `last` holds the last whole step.
-        Checkpoints go to `run_dir`/checkpoints."""
+        """Train from `self.step` (0, or where `resume_from` left it) until `settings.steps`, or
+        until Ctrl-C: then `last` holds the last whole step. Checkpoints go to
+        `run_dir`/checkpoints: `best` at an improved evaluation, `last` (with the training
+        state) at every evaluation and every `checkpoint_interval` steps."""
         s, hook, model = self.s, self.system.hook, self.model
-        self.run = Run(s, run_dir, self.device, model, s.steps)
+        self.run_dir = run_dir
+        self.run = Run(s, run_dir, self.device, model, s.steps, start_step=self.step)
         model.train()
         hook.nima_train_start(run=self.run)
-        best, best_step, done, last_saved = math.inf, None, 0, None
+        first, last_saved = self.step, self.step
         tokens_per_step = s.batch_size * s.accumulation_steps * model.context_length
         start = last_log = time.perf_counter()
-        last_log_step = 0  # throughput counts the steps since the clock was last read
+        last_log_step = first  # throughput counts the steps since the clock was last read
         with self.stop.listening():
-            for step in range(1, s.steps + 1):
+            for step in range(first + 1, s.steps + 1):
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss = self.train_step(self.train_batches.next_step())
-                done = step
+                self.step, self.tokens = step, self.tokens + tokens_per_step
                 if step % s.log_interval == 0 or step == s.steps:
                     now = time.perf_counter()
                     metrics = {
                         "train_loss": loss.item(),
                         "lr": lr,
                         "tokens_per_s": tokens_per_step * (step - last_log_step) / (now - last_log),
+                        "tokens": self.tokens,
                     }
                     if self.scaler.is_enabled():
                         metrics["skipped_steps"] = self.skipped_steps
@@ -276,25 +321,30 @@ class Trainer:
                     hook.nima_train_step(run=self.run, step=step, metrics=metrics)
                 if step % s.eval_interval == 0 or step == s.steps:
                     val_loss = evaluate(model, self.eval_set)
-                    if val_loss < best:
-                        best, best_step = val_loss, step
-                        self._checkpoint("best", step, val_loss)
-                    self._checkpoint("last", step, val_loss)
-                    last_saved = step
                     hook.nima_evaluate(run=self.run, step=step, metrics={"val_loss": val_loss})
+                    if val_loss < self.best:
+                        self.best, self.best_step = val_loss, step
+                        self._checkpoint("best", val_loss)
+                    self._checkpoint("last", val_loss)
+                    last_saved = step
                     # eval time is not training throughput
                     last_log, last_log_step = time.perf_counter(), step
+                elif s.checkpoint_interval and step % s.checkpoint_interval == 0:
+                    self._checkpoint("last", None)
+                    last_saved = step
                 if self.stop.requested:
                     break
-        if self.stop.requested and last_saved != done:
-            self._checkpoint("last", done, None)  # not evaluated at this step
+        if self.stop.requested and last_saved != self.step:
+            self._checkpoint("last", None)  # not evaluated at this step
         wall = time.perf_counter() - start
+        done = self.step - first
         self.run.summary.update(
-            steps=done,
+            steps=self.step,
             interrupted=self.stop.requested,
-            best_step=best_step,  # None: nothing was evaluated, there is no best checkpoint
-            best_batches_val_loss=best if best_step is not None else None,  # on the fixed batches
-            wall_s=wall,
+            best_step=self.best_step,  # None: nothing was evaluated, there is no best checkpoint
+            best_batches_val_loss=self.best if self.best_step is not None else None,
+            tokens=self.tokens,
+            wall_s=wall,  # of this process: a resumed run counts from its resume
             tokens_per_s=tokens_per_step * done / wall if wall else 0.0,
         )
         return self.run.summary

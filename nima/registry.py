@@ -22,6 +22,7 @@ FAMILIES: tuple[str, ...] = (
     "model",
     "dataset",
     "launcher",
+    "logger",
 )
 
 

@@ -13,9 +13,16 @@ from nima.runs.records import read_metrics
 class MetricsFile:
     """Writes {"step": ..., <fields present at that step>} lines, flushed as they come."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = open(path, "a")
+    def __init__(self, path: Path | None = None) -> None:
+        self.path, self._file = path, None  # default: RUN_DIR/metrics.jsonl, opened at the start
+        if path is not None:
+            self._file = open(path, "a")
+
+    @hookimpl
+    def nima_train_start(self, run: Any) -> None:
+        if self._file is None:
+            self.path = Path(run.run_dir) / "metrics.jsonl"
+            self._file = open(self.path, "a")
 
     def _write(self, step: int, metrics: dict[str, Any]) -> None:
         self._file.write(strict_json({"step": step, **metrics}) + "\n")
@@ -34,7 +41,8 @@ class MetricsFile:
         self.close()
 
     def close(self) -> None:
-        self._file.close()  # idempotent
+        if self._file is not None:
+            self._file.close()  # idempotent
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:

@@ -40,7 +40,9 @@ class ProgressDisplay:
             highlight=False,
             soft_wrap=True,
         )
-        self.task = self.progress.add_task("train", total=run.total_steps, status="")
+        self.task = self.progress.add_task(
+            "train", total=run.total_steps, completed=run.start_step, status=""
+        )
         self.progress.start()
 
     @hookimpl

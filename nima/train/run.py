@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from nima.runs import (
 )
 from nima.train.metrics import MetricsFile, truncate_metrics
 from nima.train.progress import ProgressDisplay
-from nima.train.trainer import Trainer, check_model_plugins
+from nima.train.trainer import Trainer, check_model_plugins, emit
 
 
 def run_experiment(
@@ -117,8 +118,8 @@ def _run_in(
         )
     atomic.write_text(run_dir / "config.gin", gin.operative_config_str())
 
-    display = ProgressDisplay() if show_progress else None
-    listeners = [MetricsFile(run_dir / "metrics.jsonl"), *([display] if display else [])]
+    listeners = _loggers(trainer.s.loggers, show_progress)
+    display = next((x for x in listeners if isinstance(x, ProgressDisplay)), None)
     for listener in listeners:
         system.pm.register(listener)
     try:
@@ -128,14 +129,25 @@ def _run_in(
                 summary.update(_evaluate_and_sample(trainer, prepared, display))
             except KeyboardInterrupt:  # the training itself is complete and saved
                 summary["interrupted"] = True
-        system.hook.nima_train_end(run=trainer.run, summary=summary)
+        emit(system, "nima_train_end", run=trainer.run, summary=summary)
     finally:  # also when training raises: close the file, give the terminal back
         for listener in listeners:
-            system.pm.unregister(listener)
-            listener.close()
+            if system.pm.is_registered(listener):  # not dropped for raising
+                system.pm.unregister(listener)
+            with contextlib.suppress(Exception):  # one that failed may fail to close, too
+                listener.close()
     summary["run_dir"] = str(run_dir)
     atomic.write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _loggers(chosen: Sequence[Any] | None, show_progress: bool) -> list[Any]:
+    """The run's loggers: train.loggers (default: progress), always metrics.jsonl, and no
+    progress display under --no-progress."""
+    loggers = [ProgressDisplay()] if chosen is None else list(chosen)
+    if not any(isinstance(x, MetricsFile) for x in loggers):
+        loggers.insert(0, MetricsFile())
+    return [x for x in loggers if show_progress or not isinstance(x, ProgressDisplay)]
 
 
 def _resume(run_dir: Path, trainer: Trainer, bindings: list[str]) -> None:

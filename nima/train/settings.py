@@ -28,6 +28,9 @@ class TrainSettings:
     optimizer: Callable[..., Any] | None = None  # factory: optimizer(model) -> Optimizer
     scheduler: Callable[..., Any] | None = None  # factory: scheduler(optimizer, total_steps)
     samplers: Sequence[Sampler] = field(default_factory=list)  # instances, for the sample
+    # instances: [@logger.jsonl(), @logger.progress(), @logger.tensorboard()]; None: jsonl and
+    # progress. metrics.jsonl is always written (resume, plots and studies read it).
+    loggers: Sequence[Any] | None = None
     steps: Positive = 1000
     batch_size: Positive = 16  # windows per micro-batch, per process
     accumulation_steps: Positive = 1  # micro-batches per optimizer step

@@ -146,6 +146,21 @@ def full_split_batches(ids: np.ndarray, context: int, batch_size: int, device) -
     return [(bx.to(device), by.to(device)) for bx, by in batches]
 
 
+def emit(system: PluginSystem, event: str, **kwargs: Any) -> None:
+    """Send a trainer event to every hook implementation (loggers included). One that raises
+    is reported once and dropped for the rest of the process: a logger never stops training."""
+    for impl in reversed(getattr(system.pm.hook, event).get_hookimpls()):  # pluggy's order
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception as exc:
+            print(
+                f"warning: {impl.plugin_name} raised {type(exc).__name__}: {exc} in {event}; "
+                f"it gets no more events in this run, which goes on.",
+                file=sys.stderr,
+            )
+            system.pm.unregister(impl.plugin)
+
+
 class StopRequest:
     """Ctrl-C (SIGINT) during training: the first asks the loop to stop at the end of the
     current step, so the saved state is a whole step; a second one aborts at once."""
@@ -293,11 +308,11 @@ class Trainer:
         until Ctrl-C: then `last` holds the last whole step. Checkpoints go to
         `run_dir`/checkpoints: `best` at an improved evaluation, `last` (with the training
         state) at every evaluation and every `checkpoint_interval` steps."""
-        s, hook, model = self.s, self.system.hook, self.model
+        s, model = self.s, self.model
         self.run_dir = run_dir
         self.run = Run(s, run_dir, self.device, model, s.steps, start_step=self.step)
         model.train()
-        hook.nima_train_start(run=self.run)
+        emit(self.system, "nima_train_start", run=self.run)
         first, last_saved = self.step, self.step
         tokens_per_step = s.batch_size * s.accumulation_steps * model.context_length
         start = last_log = time.perf_counter()
@@ -318,10 +333,11 @@ class Trainer:
                     if self.scaler.is_enabled():
                         metrics["skipped_steps"] = self.skipped_steps
                     last_log, last_log_step = now, step
-                    hook.nima_train_step(run=self.run, step=step, metrics=metrics)
+                    emit(self.system, "nima_train_step", run=self.run, step=step, metrics=metrics)
                 if step % s.eval_interval == 0 or step == s.steps:
                     val_loss = evaluate(model, self.eval_set)
-                    hook.nima_evaluate(run=self.run, step=step, metrics={"val_loss": val_loss})
+                    metrics = {"val_loss": val_loss}
+                    emit(self.system, "nima_evaluate", run=self.run, step=step, metrics=metrics)
                     if val_loss < self.best:
                         self.best, self.best_step = val_loss, step
                         self._checkpoint("best", val_loss)

@@ -5,12 +5,17 @@ Declared capabilities (all optional) an attention plugin may carry:
     dtypes: list[str]           e.g. ["float32", "float16", "bfloat16", "float64"]
     devices: list[str]          e.g. ["cpu", "cuda"]
     head_dims: list[int] | None None means any head dimension
+    bias: bool                  it takes an additive attention bias (needed by a positional plugin
+                                that acts on the bias, such as positional.alibi)
     dtypes_by_device: {device: [dtype, ...]}   narrows `dtypes` per device (e.g. no bf16 on the
                                 Triton CPU interpreter)
     interpreter: {device: how}  devices the plugin reaches only through an interpreter (correct,
                                 far too slow to time), and how to enable it there; a Triton
                                 kernel declares TRITON_INTERPRETER
-The check names the registered plugins that do have what was asked for. No silent fallback.
+Other families declare backward, devices and dtypes; a positional plugin's `acts_on` says where
+it acts ("embed", "rotate", "bias"). `check_model` applies these to every plugin a model runs,
+each layer's own, before training. The check names the registered plugins that do have what was
+asked for. No silent fallback.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from nima.errors import CapabilityError
-from nima.registry import Entry, Registry
+from nima.registry import Entry, Registries, Registry
 
 TRITON_INTERPRETER: dict[str, str] = {
     "cpu": "set TRITON_INTERPRET=1 in the environment before triton is first imported "
@@ -34,8 +39,9 @@ def lacks(entry: Entry, needs: dict[str, Any]) -> list[str]:
     """What of `needs` (backward, dtype, device, head_dim) the entry does not declare."""
     caps = entry.capabilities
     missing = []
-    if needs.get("backward") and not caps.get("backward", False):
-        missing.append("backward")
+    for feature in ("backward", "bias"):  # absent means not supported
+        if needs.get(feature) and not caps.get(feature, False):
+            missing.append(feature)
     for need, declared in (("dtype", "dtypes"), ("device", "devices"), ("head_dim", "head_dims")):
         if need in needs and caps.get(declared) is not None and needs[need] not in caps[declared]:
             missing.append(f"{need}={needs[need]}")
@@ -79,6 +85,8 @@ def describe(caps: dict[str, Any]) -> str:
     if "head_dims" in caps:
         head_dims = caps["head_dims"]
         parts.append("any head dim" if head_dims is None else f"head dims {_span(head_dims)}")
+    if "bias" in caps:
+        parts.append("an additive bias" if caps["bias"] else "no additive bias")
     return "; ".join(parts)
 
 
@@ -118,3 +126,45 @@ def require(registry: Registry, entry: Entry, **needs: Any) -> None:
         f"{registry.family} plugin {entry.name!r} (package {entry.package!r}) does not support "
         f"{', '.join(missing)}. It supports {describe(entry.capabilities)}.{via} {alternatives}"
     )
+
+
+def check_model(
+    model: Any, registries: Registries, *, device: str, dtype: str, training: bool = True
+) -> None:
+    """Raise CapabilityError if any plugin the model runs lacks what this run needs.
+
+    The model lists its plugins as (family, instance) pairs, every layer's own
+    (`model.plugins()`, as GPT does). Each registered one must support the device and the compute
+    dtype (autocast's, not only the parameters'), and backward when training; attention plugins
+    also the model's head_dim, and an additive bias when a positional plugin acts on the bias.
+    An instance no registry knows (built in Python, not registered) declares nothing to check.
+    """
+    listing = getattr(model, "plugins", None)
+    if not callable(listing):
+        raise CapabilityError(
+            f"The model {type(model).__name__} does not list its plugins, so their capabilities "
+            "cannot be checked before training: give it a `plugins()` method yielding "
+            "(family, instance) for each plugin instance it runs, every layer's own, as "
+            "nima.models.gpt.GPT.plugins does."
+        )
+    found = []
+    for family, instance in listing():
+        registry = registries[family]
+        entry = registry.find(instance)
+        if entry is not None and all(entry is not e for _, e in found):
+            found.append((registry, entry))
+    needs_bias = any(
+        "bias" in (entry.capabilities.get("acts_on") or [])
+        for registry, entry in found
+        if registry.family == "positional"
+    )
+    for registry, entry in found:
+        needs: dict[str, Any] = {"device": device, "dtype": dtype}
+        if training:
+            needs = {"backward": True, **needs}
+        if registry.family == "attention":
+            if hasattr(model, "head_dim"):
+                needs["head_dim"] = model.head_dim
+            if needs_bias:
+                needs["bias"] = True
+        require(registry, entry, **needs)

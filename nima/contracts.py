@@ -18,9 +18,13 @@ class Attention(Protocol):
     """attention: `attn(q, k, v, causal=..)` with q (B, H, Nq, D), k and v (B, Hkv, Nk, D).
 
     H % Hkv == 0 (GQA/MQA). When causal and Nq != Nk the queries are the LAST Nq positions:
-    query i sees keys j <= i + Nk - Nq (bottom-right alignment). key_padding_mask is bool
-    (B, Nk), True where a key may be attended. A query with no visible key returns zeros (and
-    zero gradients), never NaN. Returns (B, H, Nq, D) in q's dtype.
+    query i sees keys j <= i + Nk - Nq (bottom-right alignment, which is what lets a KV cache
+    decode through any plugin unchanged). key_padding_mask is bool (B, Nk), True where a key may
+    be attended. bias is an additive float tensor broadcastable to (B, H, Nq, Nk), added to the
+    scaled scores before the softmax (ALiBi, relative position biases); a plugin that supports it
+    declares the capability `bias: True`, one that does not raises on a bias it is given. A query
+    with no visible key returns zeros (and zero gradients), never NaN. Returns (B, H, Nq, D) in
+    q's dtype.
     """
 
     def __call__(
@@ -32,6 +36,7 @@ class Attention(Protocol):
         causal: bool,
         scale: float | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
 
@@ -64,19 +69,54 @@ def visible_keys(
 class Positional(Protocol):
     """positional: an nn.Module built as `factory(d_model=, n_heads=, head_dim=, max_len=)`.
 
-    The model calls both points; a plugin that does not act at one returns its input unchanged
-    (subclass nima.models.positional.Positional for those identity defaults):
-      embed(x (B, N, d_model), positions (B, N) or (N,)) -> x      token embeddings
-      rotate(q (B, H, N, D), k (B, Hkv, N, D), positions) -> q, k  queries and keys
-    Positions are explicit so KV-cache decoding and packed sequences work. (An attention-bias
-    point, for ALiBi, arrives with the attention contract's bias argument.)
+    Per forward the model calls, in this order (subclass nima.models.positional.Positional for
+    identity defaults at the points a plugin does not act at):
+      prepared = prepare(positions (N,) or (B, N))   once: per-forward tables (RoPE's cos/sin)
+      embed(x (B, N, d_model), prepared) -> x          once, on the token embeddings
+      bias(q_positions, k_positions) -> None | (B or 1, H, Nq, Nk) float
+                                                       once: an additive attention bias (ALiBi)
+      rotate(q (B, H, N, D), k (B, Hkv, N, D), prepared) -> q, k   in every layer
+    Positions are explicit integer tensors so KV-cache decoding (key positions come from the
+    cache) and packed sequences work. No point may read position values on the host (no
+    `.item()`): the model makes no device-to-host sync in a forward.
     """
 
-    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor: ...
+    def prepare(self, positions: torch.Tensor) -> Any: ...
+
+    def embed(self, x: torch.Tensor, positions: Any) -> torch.Tensor: ...
+
+    def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor | None: ...
 
     def rotate(
-        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+        self, q: torch.Tensor, k: torch.Tensor, positions: Any
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class Norm(Protocol):
+    """norm: an nn.Module built as `factory(d_model=, bias=)`; (..., d_model) -> (..., d_model).
+
+    Owns its init (`reset_parameters`). `bias` is the model's choice of additive biases; a norm
+    that has none by definition (rmsnorm) ignores it.
+    """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def reset_parameters(self) -> None: ...
+
+
+@runtime_checkable
+class MLP(Protocol):
+    """mlp: an nn.Module built as `factory(d_model=, hidden=, bias=, dropout=, residual_std=)`.
+
+    (B, N, d_model) -> (B, N, d_model). Owns its init (`reset_parameters`): its output projection
+    writes into the residual stream and is initialised with std `residual_std` (GPT-2's
+    0.02 / sqrt(2 * n_layers)), every other weight with std 0.02.
+    """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def reset_parameters(self) -> None: ...
 
 
 @runtime_checkable

@@ -15,6 +15,8 @@ from nima.errors import PluginClashError, UnknownPluginError
 FAMILIES: tuple[str, ...] = (
     "attention",
     "positional",
+    "norm",
+    "mlp",
     "tokenizer",
     "sampler",
     "optimizer",

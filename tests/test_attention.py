@@ -20,7 +20,13 @@ import torch.nn.functional as F
 import nima
 from nima.capabilities import triton_interpreter
 from nima.errors import CapabilityError
-from nima.testing.attention import AttentionCase, check_attention_parity, random_cases
+from nima.testing.attention import (
+    BIAS_CASES,
+    DEFAULT_CASES,
+    AttentionCase,
+    check_attention_parity,
+    random_cases,
+)
 
 PLUGINS = ["reference", "sdpa", "triton"]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -45,6 +51,59 @@ def test_sdpa_matches_reference(dtype):
 def test_sdpa_matches_reference_on_random_shapes(dtype, test_seed):
     cases = random_cases(25, seed=test_seed, head_dims=(8, 16, 24, 64))
     check_attention_parity(build("sdpa"), dtype=dtype, cases=cases, device=DEVICE, seed=test_seed)
+
+
+# --- additive bias (ALiBi, relative biases) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["reference", "sdpa"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+                         ids=str)  # fmt: skip
+def test_bias_matches_reference(name, dtype, test_seed):
+    """Every bias shape (1,H,Nq,Nk), (B,1,..), (B,H,..), (Nq,Nk) with causal, decode, padding and
+    empty rows; the bias's own gradient included. The float64 reference is checked against an
+    independent formula in test_reference_bias_is_added_to_the_scaled_scores."""
+    cases = BIAS_CASES + tuple(c for c in random_cases(15, seed=test_seed, bias=True) if c.bias)
+    errors = check_attention_parity(build(name), dtype=dtype, cases=cases, device=DEVICE)
+    print(f"{name} bias {dtype}: {errors}")
+    assert "dbias" in errors
+
+
+def test_reference_bias_is_added_to_the_scaled_scores():
+    """softmax(q k^T * scale + bias) v, written out with K/V repeated per query head."""
+    q, k, v = rand(2, 4, 6, 8, seed=1), rand(2, 2, 9, 8, seed=2), rand(2, 2, 9, 8, seed=3)
+    bias = rand(1, 4, 6, 9, seed=4)
+    causal = torch.ones(6, 9, dtype=torch.bool, device=DEVICE).tril(diagonal=3)
+    kr, vr = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = q @ kr.transpose(-1, -2) * 0.3 + bias
+    want = scores.masked_fill(~causal, -torch.inf).softmax(dim=-1) @ vr
+    got = build("reference")(q, k, v, causal=True, scale=0.3, bias=bias)
+    torch.testing.assert_close(got, want)
+
+
+def test_a_zero_bias_changes_nothing():
+    for case in DEFAULT_CASES:
+        q = rand(case.batch, case.heads, case.q_len, case.head_dim, seed=1)
+        k = rand(case.batch, case.kv_heads, case.k_len, case.head_dim, seed=2)
+        v = rand(case.batch, case.kv_heads, case.k_len, case.head_dim, seed=3)
+        zero = torch.zeros(1, case.heads, case.q_len, case.k_len, device=DEVICE)
+        plain = build("sdpa")(q, k, v, causal=case.causal)
+        torch.testing.assert_close(build("sdpa")(q, k, v, causal=case.causal, bias=zero), plain)
+
+
+def test_bias_of_a_wrong_shape_is_refused():
+    q = rand(2, 4, 5, 8)
+    for name in PLUGINS:
+        with pytest.raises(ValueError, match=r"broadcastable to \(B, H, Nq, Nk\) = \(2, 4, 5, 5\)"):
+            build(name)(q, q, q, causal=True, bias=torch.zeros(3, 4, 5, 5, device=DEVICE))
+
+
+def test_triton_declares_no_bias_and_refuses_one_naming_alternatives():
+    assert nima.entry("attention", "triton").capabilities["bias"] is False
+    assert all(nima.entry("attention", n).capabilities["bias"] for n in ("reference", "sdpa"))
+    q = torch.zeros(1, 1, 4, 16, device=DEVICE)
+    with pytest.raises(CapabilityError, match="attention.sdpa"):
+        build("triton")(q, q, q, causal=True, bias=torch.zeros(1, 1, 4, 4, device=DEVICE))
 
 
 # sdpa's causal paths when Nq != Nk: (Nq, Nk, what reaches SDPA as attn_mask)

@@ -14,6 +14,7 @@ import torch
 
 import nima
 from nima.models.gpt import GPT
+from nima.train.objectives import causal_lm
 
 STEPS = 6
 VOCAB, CONTEXT, BATCH = 32, 16, 2
@@ -35,8 +36,10 @@ class NonCausal(torch.nn.Module):
         super().__init__()
         self.inner = nima.get("attention", "reference")()
 
-    def forward(self, q, k, v, *, causal, scale=None, key_padding_mask=None):
-        return self.inner(q, k, v, causal=False, scale=scale, key_padding_mask=key_padding_mask)
+    def forward(self, q, k, v, *, causal, scale=None, key_padding_mask=None, bias=None):
+        return self.inner(
+            q, k, v, causal=False, scale=scale, key_padding_mask=key_padding_mask, bias=bias
+        )
 
 
 def tiny_gpt(attention: torch.nn.Module, positional: str) -> GPT:
@@ -54,7 +57,7 @@ def batch() -> torch.Tensor:
 
 def gradients(model: GPT) -> dict[str, torch.Tensor]:
     tokens = batch()
-    _, loss = model(tokens[:, :-1], tokens[:, 1:])
+    loss = causal_lm(model, tokens[:, :-1], tokens[:, 1:])
     loss.backward()
     return {name: p.grad.clone() for name, p in model.named_parameters()}
 
@@ -73,7 +76,7 @@ def train_losses(model: GPT) -> list[float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     tokens, losses = batch(), []
     for _ in range(STEPS):
-        _, loss = model(tokens[:, :-1], tokens[:, 1:])
+        loss = causal_lm(model, tokens[:, :-1], tokens[:, 1:])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

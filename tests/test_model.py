@@ -14,8 +14,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import nima
 from nima.models.gpt import GPT
 from nima.models.positional import Positional
+from nima.train.objectives import next_token_loss
 
-POSITIONALS = ["rope", "rope_triton", "learned", "sinusoidal", "none"]
+POSITIONALS = ["rope", "rope_triton", "alibi", "learned", "sinusoidal", "none"]
 
 
 def make(**overrides) -> GPT:
@@ -26,13 +27,15 @@ def make(**overrides) -> GPT:
     return GPT(**options)
 
 
-@pytest.mark.parametrize("positional", ["rope", "learned", "sinusoidal", "none"])
+@pytest.mark.parametrize("positional", ["rope", "alibi", "learned", "sinusoidal", "none"])
 def test_forward_shapes_and_loss(positional: str) -> None:
     torch.manual_seed(0)
     model = make(positional=nima.get("positional", positional))
     idx, targets = torch.randint(0, 37, (2, 3, 11))
-    logits, loss = model(idx, targets)
+    logits = model(idx)
+    loss = next_token_loss(logits, targets)
     assert logits.shape == (3, 11, 37)
+    assert model(idx, last_only=True).shape == (3, 1, 37)
     # at init the loss is close to uniform: ln(37)
     assert abs(loss.item() - torch.log(torch.tensor(37.0)).item()) < 0.3
     loss.backward()
@@ -45,8 +48,7 @@ def test_causal_future_tokens_do_not_change_the_past() -> None:
     idx = torch.randint(0, 37, (2, 12))
     changed = idx.clone()
     changed[:, 8:] = (changed[:, 8:] + 1) % 37
-    a, _ = model(idx)
-    b, _ = model(changed)
+    a, b = model(idx), model(changed)
     torch.testing.assert_close(a[:, :8], b[:, :8])
     assert not torch.allclose(a[:, 8:], b[:, 8:])
 
@@ -100,7 +102,7 @@ class ScaledAttention(nn.Module):
         super().__init__()
         self.gain = nn.Parameter(torch.full((1, 8), 0.5))
 
-    def forward(self, q, k, v, *, causal, scale=None, key_padding_mask=None):
+    def forward(self, q, k, v, *, causal, scale=None, key_padding_mask=None, bias=None):
         out = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return out * self.gain
 
@@ -136,8 +138,7 @@ def count_ops(fn: Callable[[], object]) -> Counter[str]:
 
 
 def train_step(model: GPT, idx: torch.Tensor, positions: torch.Tensor | None = None) -> None:
-    _, loss = model(idx, idx, positions=positions)
-    loss.backward()
+    next_token_loss(model(idx, positions=positions), idx).backward()
 
 
 @pytest.mark.parametrize("positional", POSITIONALS)
@@ -152,24 +153,36 @@ def test_forward_and_backward_never_sync(positional: str) -> None:
     assert bf16["_local_scalar_dense"] == 0, f"{positional} in bf16: {bf16}"
 
 
+class MasklessAttention(nn.Module):
+    """Attention that adds the bias and builds no causal mask (only for counting table ops)."""
+
+    def forward(self, q, k, v, *, causal, scale=None, key_padding_mask=None, bias=None):
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
 TABLE_OPS = ("cos", "sin", "index", "embedding", "gather", "index_select", "arange", "pow")
 
 
 @pytest.mark.parametrize("positional", POSITIONALS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_position_tables_are_built_once_per_forward(positional: str, dtype: torch.dtype) -> None:
-    """Building and gathering position tables costs the same for 1 layer as for 4, in bf16 too."""
+    """Building and gathering position tables (ALiBi's bias too) costs the same for 1 layer as
+    for 4, in bf16 too. The attention plugin builds no mask of its own here (a causal mask is
+    the plugin's per-layer work, not the positional's)."""
 
     def table_ops(n_layers: int) -> dict[str, int]:
         torch.manual_seed(0)
-        model = make(n_layers=n_layers, positional=nima.get("positional", positional)).to(dtype)
+        model = make(
+            n_layers=n_layers, positional=nima.get("positional", positional),
+            attention=MasklessAttention(),
+        ).to(dtype)  # fmt: skip
         counts = count_ops(lambda: model(torch.randint(0, 37, (2, 11))))
         return {op: counts[op] for op in TABLE_OPS}
 
     assert table_ops(1) == table_ops(4)
 
 
-@pytest.mark.parametrize("positional", ["rope", "learned", "sinusoidal", "none"])
+@pytest.mark.parametrize("positional", ["rope", "alibi", "learned", "sinusoidal", "none"])
 def test_forward_compiles_without_graph_breaks(positional: str) -> None:
     """torch.compile sees one graph: nothing reads tensor values in Python (dynamo only, no codegen)."""
     model = make(positional=nima.get("positional", positional))

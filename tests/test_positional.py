@@ -1,12 +1,15 @@
-"""Positional plugins: RoPE geometry (norms, relative offsets, decode offsets) and absolute ones."""
+"""Positional plugins: RoPE geometry (norms, relative offsets, decode offsets), ALiBi's bias
+(slopes, relative offsets, extrapolation) and the absolute ones."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from nima_positional.alibi import ALiBi, alibi_slopes
 from nima_positional.rope import RoPE, apply_rope, rope_cos_sin
 
 import nima
+from nima.models.gpt import GPT
 from nima.models.positional import Positional
 from nima.testing.positional import check_rope_parity
 
@@ -17,7 +20,7 @@ def rand(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("name", ["none", "learned", "sinusoidal", "rope", "rope_triton"])
+@pytest.mark.parametrize("name", ["none", "learned", "sinusoidal", "rope", "rope_triton", "alibi"])
 def test_each_plugin_is_selectable_through_the_registry(name):
     cls = nima.get("positional", name)
     module = cls(**SIZES)
@@ -216,15 +219,96 @@ def test_sinusoidal_values_shape_and_extrapolation():
     sinusoidal = nima.get("positional", "sinusoidal")(**SIZES)
     assert not list(sinusoidal.parameters())  # fixed
     x = torch.zeros(2, 40, 32)  # longer than max_len: a fixed table extrapolates
-    pe = sinusoidal.embed(x, torch.arange(40))
+    pe = sinusoidal.embed(x, torch.arange(40)) / (0.02 * 2**0.5)  # the raw table
     assert pe.shape == (2, 40, 32)
     torch.testing.assert_close(pe[0, 0], torch.tensor([0.0, 1.0] * 16))  # sin 0, cos 0
     assert pe[0, 3, 0].item() == pytest.approx(torch.sin(torch.tensor(3.0)).item())
     assert pe[0, 3, 1].item() == pytest.approx(torch.cos(torch.tensor(3.0)).item())
     per_batch = torch.stack([torch.arange(40), torch.arange(40) + 5])  # (B, N)
-    torch.testing.assert_close(sinusoidal.embed(x, per_batch)[1, :35], pe[0, 5:])
+    torch.testing.assert_close(sinusoidal.embed(x, per_batch)[1, :35], pe[0, 5:] * 0.02 * 2**0.5)
     with pytest.raises(ValueError, match="even d_model"):
         nima.get("positional", "sinusoidal")(d_model=31, n_heads=1, head_dim=31, max_len=8)
+
+
+@pytest.mark.parametrize("d_model", [32, 128, 768])
+def test_sinusoidal_table_is_on_the_token_embeddings_scale(d_model: int):
+    """The raw table (coordinates of RMS 0.71) added to N(0, 0.02) token embeddings would drown
+    them 35 to 1; scaled, every position's coordinates have RMS `scale` (0.02: the embeddings'
+    init std), so a position and a token carry vectors of the same norm."""
+    sizes = dict(d_model=d_model, n_heads=4, head_dim=d_model // 4, max_len=16)
+    sinusoidal = nima.get("positional", "sinusoidal")(**sizes)
+    pe = sinusoidal.embed(torch.zeros(1, 300, d_model), torch.arange(300))[0]  # (N, d_model)
+    rms = pe.square().mean(dim=-1).sqrt()  # per position
+    torch.testing.assert_close(rms, torch.full((300,), 0.02))
+    tokens = torch.nn.Embedding(1000, d_model)
+    torch.nn.init.normal_(tokens.weight, std=0.02)  # GPT-2's init, as GPT.reset_parameters
+    ratio = pe.norm(dim=-1).mean() / tokens.weight.norm(dim=-1).mean()
+    assert 0.9 < ratio < 1.1
+    louder = nima.get("positional", "sinusoidal")(**sizes, scale=1.0)
+    louder_pe = louder.embed(torch.zeros(1, 3, d_model), torch.arange(3))[0]
+    torch.testing.assert_close(louder_pe, pe[:3] * 50)
+
+
+# --- ALiBi ----------------------------------------------------------------------------------
+
+
+def test_alibi_slopes_are_the_papers():
+    """Geometric slopes 2^(-8/n), ..., 2^(-8) for n = 2^k heads; for other n, those of the
+    closest smaller power of two, then every other slope of twice as many (the paper's code)."""
+    assert alibi_slopes(8) == [2.0 ** -(h + 1) for h in range(8)]
+    assert alibi_slopes(4) == [2.0 ** -(2 * (h + 1)) for h in range(4)]
+    assert alibi_slopes(6) == alibi_slopes(4) + [2.0**-1, 2.0**-3]
+    assert alibi_slopes(1) == [2.0**-8]
+
+
+def test_alibi_bias_is_linear_in_the_distance():
+    alibi = ALiBi(**SIZES)  # 4 heads: slopes 1/4, 1/16, 1/64, 1/256
+    bias = alibi.bias(torch.arange(5), torch.arange(5))  # (1, H, 5, 5)
+    assert bias.shape == (1, 4, 5, 5) and bias.dtype == torch.float32
+    distance = (torch.arange(5)[:, None] - torch.arange(5)[None]).abs().float()
+    for h, slope in enumerate(alibi_slopes(4)):
+        torch.testing.assert_close(bias[0, h], -slope * distance)
+    assert not list(alibi.parameters())  # fixed
+    assert (
+        alibi.embed(x := rand(2, 5, 32), alibi.prepare(torch.arange(5))) is x
+    )  # acts on bias only
+
+
+@pytest.mark.parametrize("shift", [1, 5, 100, 10_000])
+def test_alibi_bias_depends_only_on_relative_offset(shift: int):
+    """Shifting query and key positions together keeps the bias; per-batch positions and key
+    positions from a cache (Nk != Nq) included. No table: positions far past max_len work."""
+    alibi = ALiBi(**SIZES)
+    g = torch.Generator().manual_seed(7)
+    q_pos = torch.randint(0, 40, (3, 6), generator=g)  # (B, Nq)
+    k_pos = torch.randint(0, 40, (3, 9), generator=g)  # (B, Nk)
+    base = alibi.bias(q_pos, k_pos)
+    assert base.shape == (3, 4, 6, 9)
+    torch.testing.assert_close(alibi.bias(q_pos + shift, k_pos + shift), base, atol=0, rtol=0)
+
+
+def test_alibi_keeps_fp32_slopes_in_a_bf16_model():
+    alibi = ALiBi(d_model=48, n_heads=6, head_dim=8, max_len=16)  # 6 heads: slopes not dyadic
+    want = alibi.bias(torch.arange(300), torch.arange(300))
+    alibi.to(torch.bfloat16)
+    got = alibi.bias(torch.arange(300), torch.arange(300))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_alibi_extrapolates_past_the_trained_length():
+    """A model built for 16 positions runs on 64 (no table to fall off) and stays causal there."""
+    torch.manual_seed(0)
+    model = GPT(
+        vocab_size=11, context_length=16, d_model=32, n_layers=2, n_heads=4,
+        attention=nima.get("attention", "sdpa")(), positional=ALiBi,
+    ).eval()  # fmt: skip
+    idx = torch.randint(0, 11, (2, 64))
+    logits = model(idx)
+    assert logits.shape == (2, 64, 11) and torch.isfinite(logits).all()
+    changed = idx.clone()
+    changed[:, 40:] = (changed[:, 40:] + 1) % 11
+    torch.testing.assert_close(model(changed)[:, :40], logits[:, :40])
 
 
 def test_none_is_the_identity():

@@ -48,7 +48,7 @@ def generate(
     model.eval()
     try:
         for _ in range(max_new_tokens):
-            logits, _ = model(idx[:, -model.context_length :])
+            logits = model(idx[:, -model.context_length :], last_only=True)  # (B, 1, V)
             next_id = sampler(logits[:, -1, :], generator)  # (B,)
             idx = torch.cat([idx, next_id[:, None]], dim=1)
             if stop_id is not None and bool((next_id == stop_id).all()):

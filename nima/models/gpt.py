@@ -1,123 +1,42 @@
-"""GPT: a decoder-only transformer whose attention kernel and positional encoding are plugins.
+"""GPT: a decoder-only transformer whose every part is a plugin, built from the shared blocks.
 
-idx (B, N) -> token embedding -> positional.embed -> n_layers x Block -> norm -> lm_head
+idx (B, N) -> token embedding -> positional.embed -> n_layers x Block -> norm -> lm_head -> logits
 Block: x + attn(norm(x)), then x + mlp(norm(x))          (pre-norm, as GPT-2)
 
-Init is GPT-2's, and each module owns its part (`reset_parameters`): weights N(0, 0.02), the two
-projections that write into the residual stream (attention's and the MLP's output) scaled by
-1/sqrt(2 * n_layers), biases 0. Plugins (attention, positional) initialise their own parameters;
-the model never touches them.
+Plugins: attention (an instance, copied into each layer, so each layer owns its own), positional,
+norm and mlp (factories the model calls with its sizes). The model returns logits; the loss is the
+training objective's (nima.train.objectives). With a KV cache (`new_cache`), a forward continues
+the cached sequence: a prompt is prefilled in one call, then tokens are decoded one at a time.
+
+Init is GPT-2's, and each module owns its part (`reset_parameters`, see nima.models.blocks):
+weights N(0, 0.02), the two projections that write into the residual stream scaled by
+1/sqrt(2 * n_layers), biases 0, norm gains 1. The positional and attention plugins initialise
+their own parameters; the model never touches them.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nima.contracts import Attention
 from nima.errors import ConfigError
+from nima.models.blocks import AttentionLayer, Block, GeluMLP, LayerNorm
+from nima.models.cache import KVCache
 from nima.models.positional import Positional
 from nima.validation import Range, checked
-
-
-def _init_linear(linear: nn.Linear, std: float) -> None:
-    nn.init.normal_(linear.weight, mean=0.0, std=std)
-    if linear.bias is not None:
-        nn.init.zeros_(linear.bias)
-
-
-class SelfAttention(nn.Module):
-    """Multi-head (or grouped-query) causal self-attention around an attention plugin.
-
-    residual_std: init std of the output projection, which writes into the residual stream.
-    """
-
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        n_kv_heads: int,
-        attention: Any,
-        bias: bool,
-        residual_std: float = 0.02,
-    ):
-        super().__init__()
-        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
-        self.head_dim = d_model // n_heads
-        self.residual_std = residual_std
-        self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=bias)
-        self.proj = nn.Linear(d_model, d_model, bias=bias)
-        self.attention = attention  # the plugin: its parameters, if any, are its own
-
-    def reset_parameters(self) -> None:
-        _init_linear(self.qkv, 0.02)
-        _init_linear(self.proj, self.residual_std)
-
-    def forward(self, x: torch.Tensor, positions: Any, positional: Positional) -> torch.Tensor:
-        """x (B, N, C); positions: what positional.prepare gave for this forward."""
-        B, N, C = x.shape
-        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
-        q = q.view(B, N, H, D).transpose(1, 2)  # (B, H, N, D)
-        k = k.view(B, N, Hkv, D).transpose(1, 2)  # (B, Hkv, N, D)
-        v = v.view(B, N, Hkv, D).transpose(1, 2)  # (B, Hkv, N, D)
-        q, k = positional.rotate(q, k, positions)
-        y = self.attention(q, k, v, causal=True)  # (B, H, N, D)
-        return self.proj(y.transpose(1, 2).reshape(B, N, C))
-
-
-class MLP(nn.Module):
-    """fc -> GELU -> proj; proj writes into the residual stream (init std residual_std)."""
-
-    def __init__(
-        self, d_model: int, hidden: int, bias: bool, dropout: float, residual_std: float = 0.02
-    ):
-        super().__init__()
-        self.residual_std = residual_std
-        self.fc = nn.Linear(d_model, hidden, bias=bias)
-        self.proj = nn.Linear(hidden, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-
-    def reset_parameters(self) -> None:
-        _init_linear(self.fc, 0.02)
-        _init_linear(self.proj, self.residual_std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
-
-
-class Block(nn.Module):
-    def __init__(self, d_model, n_heads, n_kv_heads, mlp_ratio, attention, bias, dropout, n_layers):
-        super().__init__()
-        residual_std = 0.02 / math.sqrt(2 * n_layers)  # GPT-2: n_layers blocks x 2 residual adds
-        self.norm1 = nn.LayerNorm(d_model, bias=bias)
-        self.attn = SelfAttention(d_model, n_heads, n_kv_heads, attention, bias, residual_std)
-        self.norm2 = nn.LayerNorm(d_model, bias=bias)
-        self.mlp = MLP(d_model, int(mlp_ratio * d_model), bias, dropout, residual_std)
-        self.dropout = nn.Dropout(dropout)
-
-    def reset_parameters(self) -> None:
-        self.norm1.reset_parameters()
-        self.attn.reset_parameters()
-        self.norm2.reset_parameters()
-        self.mlp.reset_parameters()
-
-    def forward(self, x: torch.Tensor, positions: Any, positional: Positional) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), positions, positional))
-        return x + self.mlp(self.norm2(x))
-
 
 Size = Annotated[int, Range(ge=1)]
 
 
 @checked  # gin bindings and Python calls alike are checked against these annotations
 class GPT(nn.Module):
-    """Decoder-only transformer (GPT-2 layout) built from an attention and a positional plugin."""
+    """Decoder-only transformer (GPT-2 layout) built from attention, positional, norm and mlp plugins."""
 
     def __init__(
         self,
@@ -131,8 +50,10 @@ class GPT(nn.Module):
         dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
         bias: bool = False,
         tie_embeddings: bool = True,
-        attention: Attention | None = None,  # an instance: @attention.sdpa()
+        attention: Attention | None = None,  # an instance: @attention.sdpa(), one copy per layer
         positional: Callable[..., Positional] | None = None,  # a factory: @positional.rope
+        norm: Callable[..., nn.Module] | None = None,  # a factory: @norm.layernorm (None: it)
+        mlp: Callable[..., nn.Module] | None = None,  # a factory: @mlp.gelu (None: it)
     ):
         super().__init__()
         if attention is None or positional is None:
@@ -145,19 +66,41 @@ class GPT(nn.Module):
         n_kv_heads = n_kv_heads or n_heads
         if n_heads % n_kv_heads:
             raise ConfigError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
+        norm, mlp = norm or LayerNorm, mlp or GeluMLP
         self.vocab_size, self.context_length = vocab_size, context_length
-        self.head_dim = d_model // n_heads
-        self.attention = attention  # not a Module in general: kept for capability checks
+        self.n_kv_heads, self.head_dim = n_kv_heads, d_model // n_heads
 
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.positional = positional(
             d_model=d_model, n_heads=n_heads, head_dim=self.head_dim, max_len=context_length
         )
+        residual_std = 0.02 / math.sqrt(2 * n_layers)  # GPT-2: n_layers blocks x 2 residual adds
         self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, n_kv_heads, mlp_ratio, attention, bias, dropout, n_layers)
+            Block(
+                d_model,
+                attn=AttentionLayer(
+                    d_model,
+                    n_heads,
+                    n_kv_heads,
+                    copy.deepcopy(attention),
+                    causal=True,
+                    bias=bias,
+                    residual_std=residual_std,
+                ),  # fmt: skip
+                mlp=mlp(
+                    d_model=d_model,
+                    hidden=int(mlp_ratio * d_model),
+                    bias=bias,
+                    dropout=dropout,
+                    residual_std=residual_std,
+                ),  # fmt: skip
+                norm=norm,
+                bias=bias,
+                dropout=dropout,
+            )
             for _ in range(n_layers)
         )
-        self.norm = nn.LayerNorm(d_model, bias=bias)
+        self.norm = norm(d_model=d_model, bias=bias)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         self.dropout = nn.Dropout(dropout)
         if tie_embeddings:
@@ -180,24 +123,77 @@ class GPT(nn.Module):
     def forward(
         self,
         idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
+        *,
         positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, N) -> logits (B, N, vocab); loss (mean cross-entropy) when targets are given."""
+        cache: KVCache | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """idx (B, N) -> logits (B, N, vocab), or (B, 1, vocab) for the last position only.
+
+        positions: (N,) or (B, N) integers; by default 0..N-1, continuing after the cached ones.
+        cache: a KVCache from new_cache; idx then continues the cached sequences.
+        key_padding_mask: bool (B, N), False at padding tokens of idx (cached tokens keep theirs).
+        """
         B, N = idx.shape
+        start = 0 if cache is None else cache.length
         if positions is None:
-            positions = torch.arange(N, device=idx.device)  # (N,)
-        # Once per forward, shared by every layer (RoPE: cos/sin); no host sync.
-        prepared = self.positional.prepare(positions)
+            positions = torch.arange(start, start + N, device=idx.device)  # (N,)
+        k_positions, key_mask = positions, key_padding_mask  # every key: these, or the cache's
+        if cache is not None:
+            k_positions, key_mask = cache.append(positions, key_padding_mask, N)  # (B, Nk) each
+        # Once per forward, shared by every layer (RoPE: cos/sin; ALiBi: the bias); no host sync.
+        angles = self.positional.prepare(positions)
+        bias = self.positional.bias(positions, k_positions)  # (B or 1, H, N, Nk) or None
         x = self.token_embedding(idx)  # (B, N, d_model)
-        x = self.dropout(self.positional.embed(x, prepared))
+        x = self.dropout(self.positional.embed(x, angles))
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x,
+                positional=self.positional,
+                angles=angles,
+                key_padding_mask=key_mask,
+                bias=bias,
+                cache=None if cache is None else cache.layer(i),
+            )  # (B, N, d_model); fmt: skip
+        if last_only:
+            x = x[:, -1:]  # (B, 1, d_model)
+        return self.lm_head(self.norm(x))  # (B, N or 1, vocab)
+
+    def new_cache(
+        self,
+        batch_size: int,
+        max_len: int | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        """An empty KV cache for batch_size sequences of up to max_len (context_length) positions.
+
+        dtype and device default to the parameters'; under autocast pass the compute dtype.
+        """
+        weight = self.token_embedding.weight
+        return KVCache(
+            len(self.blocks), batch_size, self.n_kv_heads, self.head_dim,
+            max_len or self.context_length, dtype=dtype or weight.dtype,
+            device=device or weight.device,
+        )  # fmt: skip
+
+    def plugins(self) -> Iterator[tuple[str, Any]]:
+        """(family, instance) for every plugin this model runs, each layer's own: what the
+        capability check before training inspects."""
+        yield "positional", self.positional
         for block in self.blocks:
-            x = block(x, prepared, self.positional)
-        logits = self.lm_head(self.norm(x))  # (B, N, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        return logits, loss
+            yield "norm", block.norm1
+            yield "attention", block.attn.attention
+            yield "norm", block.norm2
+            yield "mlp", block.mlp
+        yield "norm", self.norm
+
+    @property
+    def attention(self) -> Any:
+        """The first layer's attention plugin instance (each layer holds its own copy)."""
+        return self.blocks[0].attn.attention
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameter count; non-embedding excludes the token embedding (and a tied head), as nanoGPT."""

@@ -6,9 +6,13 @@
 
 The reference is whatever is registered as `attention.reference` (looked up through the
 registry, so the core imports no plugin by name); it runs on the same inputs cast to float64.
-Each case checks the output and dq/dk/dv, that nothing is NaN, and that a query row with no
-visible key gives exactly zero output and zero dq. Cases cover GQA/MQA, odd lengths,
-Nq != Nk (bottom-right causal), key padding, fully masked rows, strided inputs and a custom scale.
+Each case checks the output and dq/dk/dv (and the bias's gradient), that nothing is NaN, and that
+a query row with no visible key gives exactly zero output and zero dq. Cases cover GQA/MQA, odd
+lengths, Nq != Nk (bottom-right causal), key padding, fully masked rows, strided inputs and a
+custom scale; BIAS_CASES add an additive bias of each broadcastable shape, for plugins that
+declare the `bias` capability:
+
+    errors = check_attention_parity(MyAttention(), cases=DEFAULT_CASES + BIAS_CASES)
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ TOLERANCES: dict[torch.dtype, float] = {
 @dataclass(frozen=True)
 class AttentionCase:
     """q (B, H, Nq, D), k and v (B, Hkv, Nk, D); padding "none" | "random" | "empty" (batch 0
-    sees no key at all); strided = (B, N, H, D) storage viewed as (B, H, N, D)."""
+    sees no key at all); strided = (B, N, H, D) storage viewed as (B, H, N, D); bias: the shape
+    of an additive bias, one of BIAS_SHAPES ("none": no bias argument at all)."""
 
     batch: int
     heads: int
@@ -48,7 +53,16 @@ class AttentionCase:
     padding: str = "none"
     strided: bool = False
     scale: float | None = None
+    bias: str = "none"
 
+
+# An additive bias broadcastable to (B, H, Nq, Nk), by the shape a caller would give it.
+BIAS_SHAPES = {
+    "heads": lambda B, H, Nq, Nk: (1, H, Nq, Nk),  # ALiBi without per-batch positions
+    "batch": lambda B, H, Nq, Nk: (B, 1, Nq, Nk),
+    "full": lambda B, H, Nq, Nk: (B, H, Nq, Nk),  # ALiBi with per-batch positions
+    "plain": lambda B, H, Nq, Nk: (Nq, Nk),
+}
 
 DEFAULT_CASES: tuple[AttentionCase, ...] = (
     AttentionCase(1, 1, 1, 1, 1, 16, causal=True),  # one token
@@ -59,6 +73,16 @@ DEFAULT_CASES: tuple[AttentionCase, ...] = (
     AttentionCase(1, 2, 2, 40, 17, 16, causal=True),  # Nq > Nk: the first 23 rows see no key
     AttentionCase(2, 2, 2, 33, 33, 24, causal=False, padding="empty", scale=0.3),  # D padded
     AttentionCase(2, 6, 2, 20, 29, 16, causal=False, padding="random"),
+)
+
+
+BIAS_CASES: tuple[AttentionCase, ...] = (
+    AttentionCase(2, 4, 2, 37, 37, 16, causal=True, strided=True, bias="heads"),
+    AttentionCase(1, 3, 1, 1, 45, 32, causal=True, bias="heads"),  # one-token decode
+    AttentionCase(2, 2, 1, 19, 50, 32, causal=True, padding="random", bias="full"),  # prefill
+    AttentionCase(1, 2, 2, 40, 17, 16, causal=True, bias="batch"),  # rows with no key
+    AttentionCase(2, 2, 2, 33, 33, 24, causal=False, padding="empty", scale=0.3, bias="plain"),
+    AttentionCase(2, 6, 3, 20, 29, 16, causal=False, bias="full"),
 )
 
 
@@ -77,8 +101,11 @@ def random_cases(
     *,
     max_len: int = 80,
     head_dims: Sequence[int] = (16, 32, 64),
+    bias: bool = False,
 ) -> list[AttentionCase]:
-    """`count` random cases drawn from `seed`: shapes, GQA groups, masks, layouts, scales."""
+    """`count` random cases drawn from `seed`: shapes, GQA groups, masks, layouts, scales, and
+    with bias=True an additive bias of a random shape (or none). bias=False draws the same
+    cases as before the bias existed."""
     rng = random.Random(seed)
     cases = []
     for _ in range(count):
@@ -97,6 +124,7 @@ def random_cases(
                 padding=rng.choice(("none", "none", "random", "empty")),
                 strided=rng.random() < 0.3,
                 scale=rng.choice((None, None, 0.5)),
+                bias=rng.choice(("none", *BIAS_SHAPES)) if bias else "none",
             )
         )
     return cases
@@ -126,6 +154,17 @@ def make_inputs(
     return q, k, v, mask
 
 
+def make_bias(
+    case: AttentionCase, dtype: torch.dtype, device: str | torch.device, generator: torch.Generator
+) -> torch.Tensor | None:
+    """The case's additive bias (a leaf, requires_grad) of values N(0, 2^2), or None."""
+    if case.bias == "none":
+        return None
+    shape = BIAS_SHAPES[case.bias](case.batch, case.heads, case.q_len, case.k_len)
+    bias = 2 * torch.randn(shape, generator=generator)
+    return bias.to(device=device, dtype=dtype).requires_grad_(True)
+
+
 def _rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """max |got - want| / max |want| (NaN if got has a NaN); absolute when want is all zero."""
     diff = (got.double() - want).abs().max().item()
@@ -147,7 +186,8 @@ def check_attention_parity(
     """Compare `attn` with the float64 reference on each case; raise AssertionError on a miss.
 
     Case i is drawn from seed `seed + i`, and a failure names the case, its seed and dtype.
-    Returns the worst relative error seen for out, dq, dk and dv.
+    `bias=` is passed only in cases that have one (BIAS_CASES, random_cases(bias=True)).
+    Returns the worst relative error seen for out, dq, dk and dv (and dbias, given a bias case).
     """
     if reference is None:
         import nima
@@ -159,10 +199,15 @@ def check_attention_parity(
         g = torch.Generator().manual_seed(seed + i)
         label = f"{case} (seed {seed + i}, {dtype}, tolerance {tolerance:g})"
         q, k, v, mask = make_inputs(case, dtype, device, g)
-        q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+        bias = make_bias(case, dtype, device, g)
+        inputs = (q, k, v) if bias is None else (q, k, v, bias)
+        inputs64 = [t.detach().double().requires_grad_(True) for t in inputs]
         kwargs = dict(causal=case.causal, scale=case.scale, key_padding_mask=mask)
-        out = attn(q, k, v, **kwargs)
-        want = reference(q64, k64, v64, **kwargs)
+        if bias is None:  # a plugin without the bias capability need not know the argument
+            out, want = attn(q, k, v, **kwargs), reference(*inputs64, **kwargs)
+        else:
+            out = attn(q, k, v, **kwargs, bias=bias)
+            want = reference(*inputs64[:3], **kwargs, bias=inputs64[3])
         assert out.shape == want.shape and out.dtype == dtype, (
             f"{label}: got output {out.dtype} {tuple(out.shape)}, expected {dtype} "
             f"{tuple(want.shape)}"
@@ -170,12 +215,12 @@ def check_attention_parity(
         pairs = [("out", out.detach(), want.detach())]
         if grad:
             upstream = torch.randn(want.shape, generator=g, dtype=torch.float64).to(device)
-            got = torch.autograd.grad(out, (q, k, v), upstream.to(dtype))
-            ref = torch.autograd.grad(want, (q64, k64, v64), upstream)
-            pairs += list(zip(("dq", "dk", "dv"), got, ref, strict=True))
+            got = torch.autograd.grad(out, inputs, upstream.to(dtype))
+            ref = torch.autograd.grad(want, inputs64, upstream)
+            pairs += list(zip(("dq", "dk", "dv", "dbias"), got, ref, strict=False))
         for name, a, b in pairs:
             err = _rel_error(a, b)
-            worst[name] = max(worst[name], err)
+            worst[name] = max(worst.get(name, 0.0), err)
             assert err <= tolerance, f"{label}: {name} max relative error {err:.3g}"  # NaN fails
         # Rows with no visible key: exactly zero output and dq (contract), not merely small.
         empty = _empty_rows(case, mask, device)  # (B, 1, Nq) bool

@@ -12,13 +12,14 @@ from nima_attention.triton_plugin import TritonAttention, capabilities
 
 __all__ = ["ReferenceAttention", "SdpaAttention", "TritonAttention"]
 
-# reference and sdpa: any device, any float dtype, any head dim, every mask
+# reference and sdpa: any device, any float dtype, any head dim, every mask, an additive bias
 _PLAIN_TORCH = {
     "backward": True,
     "dtypes": ["float32", "float64", "float16", "bfloat16"],
     "devices": None,
     "head_dims": None,
     "masks": ["causal", "causal_bottom_right", "key_padding"],
+    "bias": True,
 }
 
 

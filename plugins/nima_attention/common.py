@@ -2,7 +2,8 @@
 
 The contract (DESIGN.md, nima.contracts.Attention): q (B, H, Nq, D), k and v (B, Hkv, Nk, D),
 H % Hkv == 0; causal queries are the LAST Nq positions (query i sees keys j <= i + Nk - Nq);
-key_padding_mask is bool (B, Nk), True where a key may be attended.
+key_padding_mask is bool (B, Nk), True where a key may be attended; bias is an additive float
+tensor broadcastable to (B, H, Nq, Nk).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def check_inputs(
     k: torch.Tensor,
     v: torch.Tensor,
     key_padding_mask: torch.Tensor | None,
+    bias: torch.Tensor | None = None,
 ) -> None:
     """Raise AttentionInputError naming the wrong shape and what would be valid."""
     shapes = f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
@@ -65,3 +67,16 @@ def check_inputs(
             raise AttentionInputError(
                 f"{where}: key_padding_mask is on {key_padding_mask.device}, q on {q.device}."
             )
+    if bias is not None:
+        Nq = q.shape[2]
+        broadcastable = bias.ndim <= 4 and all(
+            b in (1, n) for b, n in zip(bias.shape[::-1], (Nk, Nq, H, B), strict=False)
+        )
+        if not broadcastable or not bias.is_floating_point():
+            raise AttentionInputError(
+                f"{where}: bias must be a float tensor broadcastable to (B, H, Nq, Nk) = "
+                f"({B}, {H}, {Nq}, {Nk}), e.g. (1, H, Nq, Nk) for ALiBi; got {bias.dtype} "
+                f"{tuple(bias.shape)}."
+            )
+        if bias.device != q.device:
+            raise AttentionInputError(f"{where}: bias is on {bias.device}, q on {q.device}.")

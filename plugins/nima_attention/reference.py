@@ -1,6 +1,6 @@
 """attention.reference: the family's numerical reference, written as plain explicit math.
 
-Scores, masks, softmax, weighted sum, nothing fused. Half-precision inputs are computed in
+Scores, additive bias, masks, softmax, weighted sum, nothing fused. Half-precision inputs are computed in
 float32 and the result cast back, so the reference is at least as accurate as any kernel.
 """
 
@@ -26,14 +26,18 @@ class ReferenceAttention(nn.Module):
         causal: bool,
         scale: float | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_inputs("reference", q, k, v, key_padding_mask)
+        check_inputs("reference", q, k, v, key_padding_mask, bias)
         n_kv_heads, n_q, n_k, head_dim = k.shape[1], q.shape[2], k.shape[2], q.shape[3]
         scale = head_dim**-0.5 if scale is None else scale
         dtype = torch.promote_types(q.dtype, torch.float32)
         # GQA: query heads are grouped onto their shared kv head, K/V are never repeated.
         qg = rearrange(q.to(dtype), "b (hkv g) i d -> b hkv g i d", hkv=n_kv_heads)
         scores = einsum(qg, k.to(dtype), "b hkv g i d, b hkv j d -> b hkv g i j") * scale
+        if bias is not None:  # added to the scaled scores, its heads grouped as the queries'
+            bias = bias.to(dtype).expand(q.shape[0], q.shape[1], n_q, n_k)  # (B, H, Nq, Nk)
+            scores = scores + rearrange(bias, "b (hkv g) i j -> b hkv g i j", hkv=n_kv_heads)
         visible = visible_keys(
             n_q, n_k, causal=causal, key_padding_mask=key_padding_mask, device=q.device
         )

@@ -10,7 +10,9 @@ Causal attention is aligned bottom-right (query i sees keys j <= i + Nk - Nq). S
 - Nq > Nk, or a key padding mask: an explicit boolean mask. Here a query row may see no key,
   for which SDPA gives NaN (or backend-dependent values); such rows are shown every key, so
   the softmax stays finite, and their output is then multiplied by zero, which also zeroes
-  their gradients.
+  their gradients;
+- an additive bias: SDPA's float `attn_mask`, in q's dtype, with -inf where a key is not visible
+  (rows with no visible key handled as above). Its gradient flows back to the bias.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ class SdpaAttention(nn.Module):
         causal: bool,
         scale: float | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_inputs("sdpa", q, k, v, key_padding_mask)
+        check_inputs("sdpa", q, k, v, key_padding_mask, bias)
         n_q, n_k = q.shape[2], k.shape[2]
         gqa = q.shape[1] != k.shape[1]
+        if bias is not None:
+            return self._with_bias(q, k, v, causal, scale, key_padding_mask, bias.to(q.dtype))
         if key_padding_mask is None:
             if not causal or n_q == 1:  # a lone query is the last position: it sees every key
                 return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
@@ -61,4 +66,33 @@ class SdpaAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=visible | ~has_key, scale=scale, enable_gqa=gqa
         )
+        return out * has_key
+
+    @staticmethod
+    def _with_bias(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        causal: bool,
+        scale: float | None,
+        key_padding_mask: torch.Tensor | None,
+        bias: torch.Tensor,
+    ) -> torch.Tensor:
+        """The bias as a float attn_mask; invisible keys at -inf, empty rows zeroed."""
+        n_q, n_k = q.shape[2], k.shape[2]
+        gqa = q.shape[1] != k.shape[1]
+        visible = visible_keys(
+            n_q,
+            n_k,
+            causal=causal and n_q > 1,
+            key_padding_mask=key_padding_mask,
+            device=q.device,
+        )  # (B or 1, 1, Nq, Nk), or None when every key is visible; fmt: skip
+        if visible is None:
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, scale=scale, enable_gqa=gqa
+            )
+        has_key = visible.any(dim=-1, keepdim=True)  # (B or 1, 1, Nq, 1)
+        mask = bias.masked_fill(~(visible | ~has_key), float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
         return out * has_key

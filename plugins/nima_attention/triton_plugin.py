@@ -34,6 +34,7 @@ def capabilities() -> dict[str, Any]:
         "dtypes_by_device": {"cuda": dtypes, "cpu": CPU_DTYPES},  # the interpreter: no bf16 dots
         "head_dims": range(1, MAX_HEAD_DIM + 1),  # 16/32/64/128 exact; others padded in-kernel
         "masks": ["causal", "causal_bottom_right", "key_padding"],
+        "bias": False,  # no additive bias in the kernel (yet): positional.alibi needs sdpa
         "deterministic": True,
     }
 
@@ -57,8 +58,14 @@ class TritonAttention(nn.Module):
         causal: bool,
         scale: float | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_inputs("triton", q, k, v, key_padding_mask)
+        check_inputs("triton", q, k, v, key_padding_mask, bias)
+        if bias is not None:
+            raise CapabilityError(
+                "attention.triton does not take an additive attention bias (ALiBi, relative "
+                "biases): it declares bias=False. Use attention.sdpa or attention.reference."
+            )
         if q.dtype not in DTYPES:
             raise CapabilityError(
                 f"attention.triton supports {capabilities()['dtypes']}, got {q.dtype}; "

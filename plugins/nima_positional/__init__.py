@@ -3,6 +3,7 @@
 from nima import hookimpl
 from nima.capabilities import TRITON_INTERPRETER, triton_devices
 from nima_positional.absolute import Learned, NoPositional, Sinusoidal
+from nima_positional.alibi import ALiBi
 from nima_positional.rope import RoPE, RoPETriton
 
 _ANY = {"backward": True, "devices": None}
@@ -15,6 +16,7 @@ def nima_register(registry) -> None:
     registry.positional("learned", Learned, capabilities={**_ANY, "acts_on": ["embed"]})
     registry.positional("sinusoidal", Sinusoidal, capabilities={**_ANY, "acts_on": ["embed"]})
     registry.positional("rope", RoPE, capabilities={**_ANY, "acts_on": ["rotate"]})
+    registry.positional("alibi", ALiBi, capabilities={**_ANY, "acts_on": ["bias"]})
     registry.positional(
         "rope_triton",
         RoPETriton,

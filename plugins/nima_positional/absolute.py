@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from torch import nn
 
 from nima.errors import ConfigError
 from nima.models.positional import Positional
+from nima.validation import Range
 from nima_positional.rope import check_positions
 
 
@@ -50,17 +52,34 @@ def sinusoidal_table(positions: torch.Tensor, d_model: int) -> torch.Tensor:
 
 
 class Sinusoidal(Positional):
-    """Fixed sinusoidal absolute position embedding, added to the token embeddings."""
+    """Fixed sinusoidal absolute position embedding, scaled to the token embeddings' size.
 
-    def __init__(self, *, d_model: int = 0, n_heads: int = 0, head_dim: int = 0, max_len: int = 0):
+    The raw table has coordinates of RMS 1/sqrt(2) (each sin/cos pair has norm 1). The original
+    Transformer adds it to token embeddings multiplied by sqrt(d_model), so both are of order 1;
+    GPT-2-style token embeddings are N(0, 0.02) and not multiplied, so the raw table would drown
+    the tokens 35 to 1. The table is scaled instead: `scale` is the RMS of each coordinate, 0.02
+    by default, the std of the token (and learned position) embeddings at init.
+    """
+
+    def __init__(
+        self,
+        *,
+        d_model: int = 0,
+        n_heads: int = 0,
+        head_dim: int = 0,
+        max_len: int = 0,
+        scale: Annotated[float, Range(gt=0)] = 0.02,
+    ):
         super().__init__(d_model=d_model, n_heads=n_heads, head_dim=head_dim, max_len=max_len)
         if d_model % 2:
             raise ConfigError(f"positional.sinusoidal needs an even d_model, got {d_model}")
+        self.scale = scale
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """x (B, N, d_model) + the table at positions (N,) or (B, N); any position works."""
+        """x (B, N, d_model) + the scaled table at positions (N,) or (B, N); any position works."""
         check_positions(positions, x.shape[0], x.shape[1], "sinusoidal")
-        return x + sinusoidal_table(positions.to(x.device), self.d_model).to(x.dtype)
+        table = sinusoidal_table(positions.to(x.device), self.d_model)  # coordinates' RMS 1/sqrt(2)
+        return x + (table * (self.scale * math.sqrt(2))).to(x.dtype)
 
 
 class NoPositional(Positional):

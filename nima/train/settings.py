@@ -36,6 +36,8 @@ class TrainSettings:
     accumulation_steps: Positive = 1  # micro-batches per optimizer step
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast compute dtype; fp16: CUDA only
     grad_clip: Annotated[float, Range(ge=0)] = 1.0  # 0: no clipping
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss or gradient: stop, or skip the step
+    spike_factor: Annotated[float, Range(ge=0)] = 3.0  # warn when loss > k x running mean; 0: off
     eval_interval: Positive = 250
     eval_batches: Positive = 20
     checkpoint_interval: Annotated[int, Range(ge=0)] = 0  # `last` also every N steps; 0: at evals

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from nima.capabilities import check_model
-from nima.errors import ConfigError, DataError
+from nima.errors import ConfigError, DataError, NimaError
 from nima.hooks import PluginSystem
 from nima.runs import load_checkpoint, read_training_state, save_checkpoint
 from nima.train.objectives import causal_lm
@@ -68,6 +68,10 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     """Mean next-token cross-entropy of the model on one batch: the one place the trainer
     calls the model (the model returns logits; the objective computes the loss)."""
     return causal_lm(model, x, y)
+
+
+class Diverged(NimaError):
+    """A loss or gradient became NaN or Inf under train.nonfinite = 'stop'."""
 
 
 class Batches:
@@ -207,6 +211,11 @@ class Trainer:
         self.scheduler = settings.scheduler(self.optimizer, settings.steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
         self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
+        self.nonfinite_skipped = 0  # steps skipped under train.nonfinite = 'skip'
+        self.loss_spikes, self.mean_loss = 0, None  # warned spikes; the loss's running mean
+        # model FLOPs per trained token: forward + backward ~ 6 x non-embedding parameters
+        # (attention's quadratic term left out, as in Kaplan et al. 2020)
+        self.flops_per_token = 6 * model.num_parameters()
         self.step, self.tokens = 0, 0  # optimizer steps done, training tokens seen
         self.best, self.best_step = math.inf, None  # the best val loss on the fixed batches
         context = model.context_length
@@ -227,10 +236,11 @@ class Trainer:
         dtype = PRECISIONS.get(self.s.precision)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def train_step(self, micro_batches: list[Batch]) -> torch.Tensor:
+    def train_step(self, micro_batches: list[Batch]) -> tuple[float, float]:
         """One optimizer step over `micro_batches`: gradients accumulate, each micro-batch's loss
         divided by their number, so the step is that of one batch holding them all. Returns
-        the mean loss (a tensor: reading it is a host sync, left to the caller)."""
+        the mean loss and the global gradient norm (before clipping): one host sync a step,
+        which the non-finite guard needs before the optimizer may touch the weights."""
         model, s = self.model, self.s
         total = torch.zeros((), device=self.device)
         for x, y in micro_batches:
@@ -238,10 +248,17 @@ class Trainer:
                 loss = _loss(model, x, y) / len(micro_batches)
             self.scaler.scale(loss).backward()
             total += loss.detach()
+        self.scaler.unscale_(self.optimizer)  # the true gradients, not scaled ones (fp16)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
         if s.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-        if self.scaler.is_enabled():
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads)
+        loss_value, norm_value = torch.stack([total, norm.float()]).tolist()
+        # under fp16 an inf gradient is the GradScaler's to skip (counted in skipped_steps)
+        if not math.isfinite(loss_value) or not (math.isfinite(norm_value) or self.scaler.is_enabled()):
+            self._nonfinite(loss_value)
+        elif self.scaler.is_enabled():
             scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)  # skipped when a gradient is inf/NaN
             self.scaler.update()  # ...and then the scale shrinks
@@ -250,7 +267,42 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return total
+        return loss_value, norm_value
+
+    def _nonfinite(self, loss: float) -> None:
+        """A NaN/Inf loss or gradient, before any weight changed: stop, or skip the step."""
+        step = self.step + 1
+        if self.s.nonfinite == "skip":
+            self.nonfinite_skipped += 1
+            print(f"warning: step {step}: non-finite loss or gradient; step skipped", file=sys.stderr)
+            return
+        first = next(
+            (n for n, p in self.model.named_parameters()
+             if p.grad is not None and not torch.isfinite(p.grad).all()),
+            None,
+        )  # fmt: skip
+        where = f"the first non-finite gradient is {first!r}" if first else "every gradient is finite"
+        raise Diverged(
+            f"Training diverged at step {step}: the loss is {loss} and {where}. The weights "
+            f"were not updated; checkpoints/last.safetensors keeps the last good step saved. "
+            f"Lower the learning rate, clip gradients (train.grad_clip), use bf16 rather than "
+            f"fp16, or set train.nonfinite = 'skip' to skip such steps."
+        )
+
+    def _watch_spikes(self, loss: float) -> None:
+        """Warn when the loss jumps above spike_factor x its running mean (an EMA over ~50
+        steps, from step 10 on): often the first sign of a too-high learning rate."""
+        if not math.isfinite(loss):
+            return
+        k, mean = self.s.spike_factor, self.mean_loss
+        if k and mean is not None and self.step > 10 and loss > k * mean:
+            self.loss_spikes += 1
+            print(
+                f"warning: loss spike at step {self.step}: {loss:.4f} > {k:g} x the running "
+                f"mean {mean:.4f}",
+                file=sys.stderr,
+            )
+        self.mean_loss = loss if mean is None else 0.98 * mean + 0.02 * loss
 
     def checkpoint_path(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / f"{name}.safetensors"
@@ -271,6 +323,9 @@ class Trainer:
             "best_val_loss": self.best if self.best_step is not None else None,
             "best_step": self.best_step,
             "skipped_steps": self.skipped_steps,
+            "nonfinite_skipped": self.nonfinite_skipped,
+            "loss_spikes": self.loss_spikes,
+            "mean_loss": self.mean_loss,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -283,6 +338,8 @@ class Trainer:
         state = read_training_state(path)
         self.step, self.tokens = state["step"], state["tokens"]
         self.best_step, self.skipped_steps = state["best_step"], state["skipped_steps"]
+        self.nonfinite_skipped, self.loss_spikes = state["nonfinite_skipped"], state["loss_spikes"]
+        self.mean_loss = state["mean_loss"]
         self.best = state["best_val_loss"] if self.best_step is not None else math.inf
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -320,18 +377,25 @@ class Trainer:
         with self.stop.listening():
             for step in range(first + 1, s.steps + 1):
                 lr = self.optimizer.param_groups[0]["lr"]
-                loss = self.train_step(self.train_batches.next_step())
+                loss, grad_norm = self.train_step(self.train_batches.next_step())
                 self.step, self.tokens = step, self.tokens + tokens_per_step
+                self._watch_spikes(loss)
                 if step % s.log_interval == 0 or step == s.steps:
                     now = time.perf_counter()
+                    tokens_per_s = tokens_per_step * (step - last_log_step) / (now - last_log)
                     metrics = {
-                        "train_loss": loss.item(),
+                        "train_loss": loss,
                         "lr": lr,
-                        "tokens_per_s": tokens_per_step * (step - last_log_step) / (now - last_log),
+                        "grad_norm": grad_norm,
+                        "tokens_per_s": tokens_per_s,
+                        "flops_per_s": tokens_per_s * self.flops_per_token,  # an estimate
                         "tokens": self.tokens,
+                        "loss_spikes": self.loss_spikes,
                     }
                     if self.scaler.is_enabled():
                         metrics["skipped_steps"] = self.skipped_steps
+                    if s.nonfinite == "skip":
+                        metrics["nonfinite_skipped"] = self.nonfinite_skipped
                     last_log, last_log_step = now, step
                     emit(self.system, "nima_train_step", run=self.run, step=step, metrics=metrics)
                 if step % s.eval_interval == 0 or step == s.steps:

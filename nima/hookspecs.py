@@ -17,12 +17,15 @@ def nima_register(registry: Any) -> None:
 
 @hookspec
 def nima_train_start(run: Any) -> None:
-    """A training run starts; `run` holds the config, run directory, model and total steps."""
+    """A training run starts; `run` holds the config, run directory, model, total steps and
+    start_step (where a resumed run goes on from). An implementation that raises in any
+    trainer event is reported once and gets no more events."""
 
 
 @hookspec
 def nima_train_step(run: Any, step: int, metrics: dict[str, float]) -> None:
-    """Every train.log_interval optimizer steps; `metrics` holds train_loss, lr, tokens_per_s."""
+    """Every train.log_interval optimizer steps; `metrics` holds train_loss, lr, grad_norm,
+    tokens_per_s, flops_per_s, tokens, loss_spikes (and skipped-step counts where they apply)."""
 
 
 @hookspec

@@ -14,6 +14,7 @@ import collections.abc
 import dataclasses
 import functools
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -35,7 +36,7 @@ class Range:
     lt: float | None = None
 
     def admits(self, value: float) -> bool:
-        return not (
+        return math.isfinite(value) and not (
             (self.ge is not None and value < self.ge)
             or (self.gt is not None and value <= self.gt)
             or (self.le is not None and value > self.le)
@@ -123,7 +124,9 @@ def problem(value: Any, hint: Any) -> str | None:
     if hint is int:
         return None if isinstance(value, int) and not isinstance(value, bool) else MISMATCH
     if hint is float:
-        return None if _is_number(value) else MISMATCH
+        if not _is_number(value):
+            return MISMATCH
+        return None if math.isfinite(value) else "it must be a finite number"
     if hint is str:
         return None if isinstance(value, str) else MISMATCH
     if origin in (list, tuple, collections.abc.Sequence):

@@ -20,8 +20,11 @@ SMOKE = Path(__file__).resolve().parent.parent / "experiments" / "smoke.gin"
         ("--max-new-tokens", "-1", "-1 is not an int >= 1"),
         ("--max-new-tokens", "ten", "'ten' is not an int >= 1"),
         ("--temperature", "0", "0 is not a number > 0"),
+        ("--temperature", "nan", "nan is not a number > 0"),
+        ("--temperature", "inf", "inf is not a number > 0"),
         ("--top-k", "0", "0 is not an int >= 1"),
         ("--top-p", "1.5", "1.5 is not a number > 0 and <= 1"),
+        ("--top-p", "nan", "nan is not a number > 0 and <= 1"),
         ("--seed", "-3", "-3 is not an int >= 0"),
     ],
 )

@@ -49,6 +49,9 @@ class Thing:
         ("x", Thing, False),
         ("x", Callable[..., Any], False),
         (object(), Any, True),
+        (float("nan"), float, False),
+        (float("inf"), Annotated[float, Range(gt=0)], False),
+        (float("nan"), Annotated[float, Range(gt=0, le=1)], False),
     ],
 )
 def test_problem(value, hint, ok) -> None:

@@ -24,6 +24,7 @@ from nima.runs import (
     read_checkpoint,
     rundir,
 )
+from nima.runs.environment import available_devices
 from nima.runs.rundir import CLAIM_FILE
 from nima.train.run import run_experiment
 
@@ -212,16 +213,20 @@ def test_readers_of_a_run_import_nothing_of_the_trainer() -> None:
     assert out.stdout.strip() == "['nima.train.settings']"  # the `train` gin configurable only
 
 
-def test_pick_device_refuses_what_torch_or_this_machine_lacks() -> None:
-    with pytest.raises(ConfigError, match="'gpu' is not a device name; use cpu, cuda or cuda:N"):
-        pick_device("gpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA is not available here"):
-            pick_device("cuda")
-    else:
-        with pytest.raises(ConfigError, match="CUDA device"):
-            pick_device(f"cuda:{torch.cuda.device_count()}")
-    assert pick_device("cpu") == torch.device("cpu")
+@pytest.mark.parametrize(
+    "name", ["gpu", "tpu", "meta", "xla", "mps", "cuda", f"cuda:{torch.cuda.device_count()}"]
+)
+def test_pick_device_refuses_what_torch_or_this_machine_lacks(name: str) -> None:
+    if name in available_devices():
+        pytest.skip(f"this machine has {name}")
+    with pytest.raises(ConfigError, match=rf"--device '{name}' is not .*; this machine has: cpu"):
+        pick_device(name)
+
+
+def test_pick_device_takes_what_this_machine_has() -> None:
+    for name in available_devices():
+        assert pick_device(name) == torch.device(name)
+    assert pick_device("cpu:0") == torch.device("cpu:0")
 
 
 def test_a_config_that_fails_before_training_claims_no_run_dir(tmp_path) -> None:

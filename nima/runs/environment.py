@@ -13,25 +13,28 @@ import torch
 from nima.errors import ConfigError
 
 
+def available_devices() -> list[str]:
+    """The device names this machine can train on: cpu, each cuda:N, and mps where present."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    mps = ["mps"] if torch.backends.mps.is_available() else []
+    return ["cpu", *(["cuda"] if cuda else []), *cuda, *mps]
+
+
 def pick_device(name: str | None) -> torch.device:
     """--device, else CUDA when present, else the CPU; a device this machine lacks is refused."""
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    valid = available_devices()
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(
-            f"--device {name!r} is not a device name; use cpu, cuda or cuda:N."
-        ) from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu.")
-        if device.index is not None and device.index >= count:
-            raise ConfigError(
-                f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to "
-                f"cuda:{count - 1}."
-            )
+        device = None
+    known = device is not None and (
+        str(device) in valid or device.type == "cpu" or (device.index is None and device.type in valid)
+    )
+    if not known:
+        what = "is not a device name" if device is None else "is not available on this machine"
+        raise ConfigError(f"--device {name!r} {what}; this machine has: {', '.join(valid)}.")
     return device
 
 

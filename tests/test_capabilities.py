@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nima.capabilities import TRITON_INTERPRETER, describe, require
+from nima.capabilities import TRITON_INTERPRETER, check_model, describe, require
 from nima.errors import CapabilityError
-from nima.registry import Registry
+from nima.registry import Registries, Registry
 
 
 class Kernel:
@@ -93,3 +93,112 @@ def test_no_plugin_supports_it() -> None:
 )
 def test_describe(caps, expected) -> None:
     assert describe(caps) == expected
+
+
+# --- check_model: every plugin of every layer, at the compute dtype -------------------------
+
+
+class Fast:
+    """An attention kernel without a bias."""
+
+
+class Biased:
+    """Plain attention with a bias."""
+
+
+class Slopes:
+    """A positional plugin acting on the attention bias."""
+
+
+class CudaNorm:
+    """A CUDA-only norm."""
+
+
+def registries() -> Registries:
+    regs = Registries()
+    anywhere = {"backward": True, "devices": None, "dtypes": ["float32", "bfloat16"]}
+    regs["attention"].register(
+        "fast", Fast, package="pkg", capabilities={**anywhere, "bias": False}
+    )
+    regs["attention"].register(
+        "biased",
+        Biased,
+        package="pkg",
+        capabilities={**anywhere, "dtypes": ["float32"], "bias": True},
+    )
+    regs["positional"].register(
+        "slopes", Slopes, package="pkg", capabilities={"backward": True, "acts_on": ["bias"]}
+    )
+    regs["norm"].register("cuda_norm", CudaNorm, package="pkg", capabilities={"devices": ["cuda"]})
+    return regs
+
+
+class Model:
+    """A model that lists its plugins, one attention instance per layer."""
+
+    head_dim = 16
+
+    def __init__(self, *plugins):
+        self._plugins = plugins
+
+    def plugins(self):
+        return iter(self._plugins)
+
+
+def check(model, dtype="float32", **options) -> str | None:
+    try:
+        check_model(model, registries(), device="cpu", dtype=dtype, **options)
+    except CapabilityError as error:
+        return str(error)
+    return None
+
+
+def test_every_layers_plugins_are_checked() -> None:
+    """Layer 0 is fine; layer 1's own instance lacks the compute dtype: refused, by name."""
+    model = Model(("attention", Fast()), ("attention", Biased()))
+    message = check(model, dtype="bfloat16")
+    assert "attention plugin 'biased'" in message and "dtype=bfloat16" in message
+    assert check(model, dtype="float32") is None
+
+
+def test_a_positional_bias_needs_attention_that_takes_one() -> None:
+    message = check(Model(("positional", Slopes()), ("attention", Fast())))
+    assert "attention plugin 'fast' (package 'pkg') does not support bias." in message
+    assert "no additive bias" in message  # what it does support
+    assert message.endswith("Plugins that support backward, device=cpu, dtype=float32, "
+                            "head_dim=16, bias: biased.")  # fmt: skip
+    assert check(Model(("positional", Slopes()), ("attention", Biased()))) is None
+
+
+def test_norm_and_mlp_plugins_are_checked_and_backward_only_when_training() -> None:
+    message = check(Model(("norm", CudaNorm())))
+    assert "norm plugin 'cuda_norm'" in message and "backward" in message
+    assert "device=cpu" in message
+    inference = check(Model(("norm", CudaNorm())), training=False)
+    assert "does not support device=cpu." in inference  # backward is not asked for
+
+
+def test_a_model_that_does_not_list_its_plugins_is_refused_not_skipped() -> None:
+    class Opaque:
+        head_dim = 16
+        attention = Fast()
+
+    message = check(Opaque())
+    assert "does not list its plugins" in message and "plugins()" in message
+
+
+def test_unregistered_instances_declare_nothing_to_check() -> None:
+    assert check(Model(("attention", object()), ("mlp", object()))) is None
+
+
+def test_gpt_lists_every_layers_plugins() -> None:
+    import nima
+    from nima.models.gpt import GPT
+
+    model = GPT(vocab_size=11, context_length=8, d_model=16, n_layers=2, n_heads=2,
+                attention=nima.get("attention", "sdpa")(), positional=nima.get("positional", "alibi"),
+                norm=nima.get("norm", "rmsnorm"), mlp=nima.get("mlp", "swiglu"))  # fmt: skip
+    families = [family for family, _ in model.plugins()]
+    assert families.count("attention") == 2 and families.count("mlp") == 2
+    assert families.count("norm") == 5 and families.count("positional") == 1  # 2 per block + final
+    check_model(model, nima.hooks.system().registries, device="cpu", dtype="bfloat16")

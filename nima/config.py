@@ -33,6 +33,7 @@ _NO_CONFIGURABLE = re.compile(r"No configurable matching (?:reference )?'@?([\w.
 _AMBIGUOUS = re.compile(r"Ambiguous selector '([\w.]+)', matches (\[.*?\])")
 _GIN_CONTEXT = re.compile(r"\n  In (?:call to configurable|file|bindings string).*", re.DOTALL)
 _IN_CONFIGURABLE = re.compile(r"In call to configurable '([\w.]+)'")
+_GIN_FILE_LINE = re.compile(r'In file "([^"]+)", line (\d+)')
 NIMA_PREFIX = "nima:"
 
 
@@ -175,7 +176,10 @@ def _without_gin_notes(exc: NimaError) -> NimaError:
     cls = type(exc)
     while getattr(cls.__dict__.get("__init__"), "__module__", None) == "gin.utils":
         cls = cls.__mro__[1]
-    return cls(_gin_message(exc))
+    message = _gin_message(exc)
+    if (names := _IN_CONFIGURABLE.findall(str(exc))) and not message.startswith(names[0]):
+        message = f"{names[0]}: {message}"  # the configurable being built, innermost first
+    return cls(message)
 
 
 def _explain(exc: Exception, where: str) -> str:
@@ -310,4 +314,5 @@ def _parse_file(path: Path) -> None:
     except NimaError as exc:
         raise _without_gin_notes(exc) from None
     except (ValueError, KeyError, OSError, ImportError) as exc:
-        raise ConfigError(_explain(exc, str(path))) from None
+        where = _GIN_FILE_LINE.search(str(exc))  # the included file and line gin was reading
+        raise ConfigError(_explain(exc, f"{where[1]}:{where[2]}" if where else str(path))) from None

@@ -117,7 +117,7 @@ def test_factory_where_an_instance_belongs_says_which_form(system: PluginSystem)
         config.parse([SMOKE], ["train.samplers = [@sampler.temperature]"], system)
 
 
-def test_one_short_name_in_two_families_names_both() -> None:
+def test_one_short_name_in_two_families_names_both(tmp_path: Path) -> None:
     class Alibi:
         """A stand-in attention plugin sharing a short name with a positional one."""
 
@@ -130,12 +130,16 @@ def test_one_short_name_in_two_families_names_both() -> None:
     system = PluginSystem()  # plugin-free: only what this test registers
     system.registries["attention"].register("alibi", Alibi, package="test")
     system.registries["positional"].register("alibi", alibi, package="test")
+    path = tmp_path / "amb.gin"
+    path.write_text("attention.alibi.x = 1\n\nalibi.x = 2\n")
     try:
-        with pytest.raises(ConfigError) as info:
-            config.parse([], ["alibi.x = 2"], system)
-        message = str(info.value)
-        assert "attention.alibi" in message and "positional.alibi" in message
-        assert "\n" not in message
+        for files, bindings, where in (([], ["alibi.x = 2"], "--bind"), ([path], [], f"{path}:3")):
+            with pytest.raises(ConfigError) as info:
+                config.parse(files, bindings, system)
+            message = str(info.value)
+            assert message.startswith(where)
+            assert "attention.alibi" in message and "positional.alibi" in message
+            assert "\n" not in message
     finally:
         for selector in ("positional.alibi", "attention.alibi"):
             gin.config._REGISTRY.pop(selector)
@@ -184,7 +188,7 @@ def test_cli_refused_config_writes_nothing(tmp_path: Path) -> None:
 def test_a_nima_error_raised_inside_gin_keeps_its_class_and_message() -> None:
     def picky(model: Any) -> None:
         """An optimizer factory that refuses the model with a NimaError."""
-        raise ConfigError("picky needs a bigger model")
+        raise ConfigError("it needs a bigger model")
 
     system = PluginSystem()
     system.registries["optimizer"].register("picky", picky, package="test")
@@ -195,5 +199,5 @@ def test_a_nima_error_raised_inside_gin_keeps_its_class_and_message() -> None:
             settings.optimizer(None)
     finally:
         gin.config._REGISTRY.pop("optimizer.picky")
-    assert str(info.value) == "picky needs a bigger model"
+    assert str(info.value) == "picky: it needs a bigger model"  # the configurable, once
     assert type(info.value) is ConfigError

@@ -117,7 +117,7 @@ def test_nima_run_interrupted_exits_130_and_says_how_to_go_on(tmp_path) -> None:
 def test_ctrl_c_during_the_final_evaluation_still_writes_the_summary(tmp_path, monkeypatch) -> None:
     from nima.train.trainer import Trainer
 
-    def ctrl_c(self, track=None):
+    def ctrl_c(self, track=None, split="val"):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "final_evaluation", ctrl_c)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -168,14 +169,18 @@ def _resume(run_dir: Path, trainer: Trainer, bindings: list[str]) -> None:
 def _evaluate_and_sample(
     trainer: Trainer, prepared: PreparedData, display: ProgressDisplay | None
 ) -> dict[str, Any]:
-    """The best checkpoint's final loss and a sample from the trained model."""
-    s = trainer.s
-    results: dict[str, Any] = {
-        "final_val_loss": trainer.final_evaluation(display.track if display else None),
-        "final_eval": s.final_eval,
-    }
-    if s.final_eval == "full":  # exact only when every val token was scored
-        results["val_bits_per_char"] = prepared.bits_per_char(results["final_val_loss"], "val")
+    """The best checkpoint's loss, perplexity and bits per character on the validation split
+    and, where the dataset has one, the test split; and a sample from the trained model."""
+    s, track = trainer.s, display.track if display else None
+    results: dict[str, Any] = {"final_eval": s.final_eval}
+    for split, prefix in (("val", "final_val"), ("test", "test")):
+        if split not in prepared.splits:  # a test split only where the dataset has one
+            continue
+        loss = trainer.final_evaluation(track, split)
+        results[f"{prefix}_loss"] = loss
+        results[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
+        if s.final_eval == "full":  # exact only when every token of the split was scored
+            results[f"{split}_bits_per_char"] = prepared.bits_per_char(loss, split)
     results["sample"] = sample_text(
         trainer.model,
         prepared.tokenizer,

@@ -429,14 +429,21 @@ class Trainer:
         )
         return self.run.summary
 
-    def final_evaluation(self, track: Track | None = None) -> float:
-        """Loss of the best checkpoint over the whole validation split (or the fixed batches).
-        A run that was not interrupted has one: its last step is always evaluated."""
+    def final_evaluation(self, track: Track | None = None, split: str = "val") -> float:
+        """Loss of the best checkpoint over the whole `split` (train.final_eval = "full"), or
+        over eval_batches fixed windows of it. A run that was not interrupted has a best
+        checkpoint: its last step is always evaluated."""
         load_checkpoint(self.model, self.checkpoint_path("best"))
+        context = self.model.context_length
         if self.s.final_eval == "full":
-            batches = full_split_batches(
-                self.splits["val"], self.model.context_length, self.s.batch_size * 4, self.device
-            )
-        else:
+            ids = self.splits[split]
+            batches = full_split_batches(ids, context, self.s.batch_size * 4, self.device)
+        elif split == "val":
             batches = self.eval_set
-        return evaluate(self.model, track(batches, "final eval") if track else batches)
+        else:
+            draw = Batches(
+                self.splits[split], context, self.s.batch_size, self.s.seed + 2, self.device
+            )
+            batches = [draw.next() for _ in range(self.s.eval_batches)]
+        name = "final eval" if split == "val" else f"final eval ({split})"
+        return evaluate(self.model, track(batches, name) if track else batches)

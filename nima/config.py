@@ -50,7 +50,8 @@ def register_plugins_with_gin(system: PluginSystem) -> None:
 
 
 def experiments_dir() -> Path:
-    """The experiments NIMA ships, for `include 'nima:gpt.gin'` from a gin file anywhere."""
+    """NIMA's experiments/ folder, for `include 'nima:gpt.gin'` from a gin file anywhere (in a
+    source checkout, which the README's editable install is; a wheel does not carry it)."""
     return Path(__file__).resolve().parent.parent / "experiments"
 
 

@@ -23,6 +23,8 @@ class Curves:
 
 def read_curves(run_dir: Path) -> Curves | str:
     """The run's loss curves, or why it has none (no metrics.jsonl, or no loss logged)."""
+    if not run_dir.is_dir():
+        return f"{run_dir} (no such folder)"
     if not (run_dir / "metrics.jsonl").is_file():
         return f"{run_dir} (no metrics.jsonl)"
     record = read_run(run_dir)

@@ -30,13 +30,16 @@ def test_runs_without_losses_are_named_and_nothing_is_written(tmp_path: Path) ->
     empty = make_run(tmp_path, "empty", [])
     no_loss = make_run(tmp_path, "no_loss", [{"step": 0, "lr": 0.001}])
     missing = tmp_path / "missing"
+    no_metrics = tmp_path / "no_metrics"
+    no_metrics.mkdir()
     out = tmp_path / "loss.png"
     with pytest.raises(RunDirError) as info:
-        plot_runs([good, empty, no_loss, missing], out)
+        plot_runs([good, empty, no_loss, missing, no_metrics], out)
     message = str(info.value)
     assert f"{empty} (metrics.jsonl has no train_loss or val_loss)" in message
     assert f"{no_loss} (metrics.jsonl has no train_loss or val_loss)" in message
-    assert f"{missing} (no metrics.jsonl)" in message
+    assert f"{missing} (no such folder)" in message
+    assert f"{no_metrics} (no metrics.jsonl)" in message
     assert str(good) + " " not in message and "nima run" in message
     assert not out.exists()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from nima.testing.attention import session_seed
 
@@ -15,6 +16,13 @@ from nima.testing.attention import session_seed
 # before any test module imports a kernel. `gpu`-marked tests are skipped without CUDA.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+# Property tests draw the same examples on every run (CI is reproducible) unless NIMA_TEST_SEED
+# asks for exploration; hypothesis then prints the seed that replays a failure.
+settings.register_profile("fixed", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("explore" if "NIMA_TEST_SEED" in os.environ else "fixed")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -35,6 +35,7 @@ class TrainSettings:
     batch_size: Positive = 16  # windows per micro-batch, per process
     accumulation_steps: Positive = 1  # micro-batches per optimizer step
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast compute dtype; fp16: CUDA only
+    compile: bool = False  # torch.compile the model for training steps (evaluation stays eager)
     grad_clip: Annotated[float, Range(ge=0)] = 1.0  # 0: no clipping
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss or gradient: stop, or skip the step
     spike_factor: Annotated[float, Range(ge=0)] = 3.0  # warn when loss > k x running mean; 0: off

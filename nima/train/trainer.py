@@ -230,6 +230,9 @@ class Trainer:
         val = Batches(splits["val"], context, settings.batch_size, settings.seed + 1, device)
         self.eval_set = [val.next() for _ in range(settings.eval_batches)]  # fixed for the run
         self.stop = StopRequest()
+        # the module training steps call: compiled shares the model's parameters; evaluation
+        # and checkpoints use the model itself (other shapes would recompile)
+        self.step_model = torch.compile(model) if settings.compile else model
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for the forward and the loss (not the backward, as torch advises)."""
@@ -245,7 +248,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for x, y in micro_batches:
             with self.autocast():
-                loss = _loss(model, x, y) / len(micro_batches)
+                loss = _loss(self.step_model, x, y) / len(micro_batches)
             self.scaler.scale(loss).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)  # the true gradients, not scaled ones (fp16)
@@ -268,6 +271,30 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return loss_value, norm_value
+
+    def measure_compile(self, repeats: int = 3) -> dict[str, float]:
+        """torch.compile's warm-up (the first compiled forward and backward) and its speedup
+        over eager on one micro-batch: forward and backward only, no optimizer step, RNG
+        streams restored, so training goes on exactly as it would have."""
+        x, y = self.eval_set[0][0][: self.s.batch_size], self.eval_set[0][1][: self.s.batch_size]
+
+        def seconds(module: torch.nn.Module, n: int) -> float:
+            start = time.perf_counter()
+            for _ in range(n):
+                with self.autocast():
+                    loss = _loss(module, x, y)
+                loss.backward()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return (time.perf_counter() - start) / n
+
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            warmup = seconds(self.step_model, 1)  # compiles forward and backward
+            seconds(self.model, 1)  # eager's own first-call costs, not timed
+            eager, compiled = seconds(self.model, repeats), seconds(self.step_model, repeats)
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"compile_warmup_s": warmup, "compile_speedup": eager / compiled}
 
     def _nonfinite(self, loss: float) -> None:
         """A NaN/Inf loss or gradient, before any weight changed: stop, or skip the step."""
@@ -369,6 +396,13 @@ class Trainer:
         self.run_dir = run_dir
         self.run = Run(s, run_dir, self.device, model, s.steps, start_step=self.step)
         model.train()
+        if s.compile:
+            self.run.summary.update(self.measure_compile())
+            print(
+                f"torch.compile: warm-up {self.run.summary['compile_warmup_s']:.1f} s, forward "
+                f"and backward {self.run.summary['compile_speedup']:.2f}x eager's speed",
+                file=sys.stderr,
+            )
         emit(self.system, "nima_train_start", run=self.run)
         first, last_saved = self.step, self.step
         tokens_per_step = s.batch_size * s.accumulation_steps * model.context_length

@@ -33,6 +33,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not args.config and not args.resume:
         raise ConfigError("nima run needs a gin file (e.g. experiments/gpt.gin) or --resume RUN_DIR.")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the ranks through torchrun
+        from nima.train.distributed import launch
+
+        argv = [*map(str, args.config), *(a for b in args.bind for a in ("--bind", b))]
+        for flag, value in [("--run-dir", args.run_dir), ("--device", args.device),
+                            ("--resume", args.resume), ("--disable-plugins", args.disable_plugins)]:  # fmt: skip
+            argv += [flag, str(value)] if value else []
+        argv += ["--no-progress"] * args.no_progress + ["--debug"] * args.debug
+        return launch(args.nproc, ["run", *argv])
     summary = run_experiment(
         args.config,
         args.bind,
@@ -42,6 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         resume=args.resume,
     )
+    if summary.get("rank"):  # ranks other than 0 of a distributed run: rank 0 reports
+        return 130 if summary["interrupted"] else 0
     if summary["interrupted"]:
         print(interrupted_message(summary), file=sys.stderr)
         return 130
@@ -133,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     run.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="go on with a stopped or finished run"
+    )
+    run.add_argument(
+        "--nproc", type=Count, default=1, help="training processes on this machine (torchrun)"
     )
     run.set_defaults(func=cmd_run)
 

@@ -27,8 +27,10 @@ from nima.runs import (
     release,
     seed_everything,
 )
+from nima.train.distributed import World, join, leave
 from nima.train.metrics import MetricsFile, truncate_metrics
 from nima.train.progress import ProgressDisplay
+from nima.train.settings import TrainSettings
 from nima.train.trainer import Trainer, check_model_plugins, emit
 
 
@@ -63,29 +65,68 @@ def run_experiment(
         config_files = [Path(resume) / "config.gin"]
     config.parse(config_files, bindings, system)
     settings = configured_settings()
-    device = pick_device(device_name)
-    seed_everything(settings.seed)
+    world, device = join(pick_device(device_name))  # one process, or a rank of torchrun's
+    try:
+        return _train(config_files, bindings, system, settings, world, device, run_dir,
+                      show_progress, resume)  # fmt: skip
+    finally:
+        leave()
+
+
+def _train(
+    config_files: Sequence[str | Path],
+    bindings: Sequence[str],
+    system: PluginSystem,
+    settings: TrainSettings,
+    world: World,
+    device: torch.device,
+    run_dir: Path | None,
+    show_progress: bool,
+    resume: Path | None,
+) -> dict[str, Any]:
+    seed_everything(settings.seed)  # the same on every rank: one model, one batch order
     if settings.threads:
         torch.set_num_threads(settings.threads)
 
+    if not world.main:
+        world.barrier()  # rank 0 builds the token cache first; the others then read it
     prepared = prepare_tokens(settings.dataset, settings.tokenizer)
+    if world.main:
+        world.barrier()
     tokenizer = prepared.tokenizer
     with config.building():  # the model, optimizer and scheduler factories run here
         model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
         check_model_plugins(model, system, device, settings.precision)  # before any write
         encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
         meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
-        trainer = Trainer(settings, model, prepared.splits, device, system, meta)
-    if resume is not None:
-        run_dir = reclaim(resume)
-    else:
-        run_dir = claim(run_dir) if run_dir else claim_default(config_files[0])  # nothing failed
+        trainer = Trainer(settings, model, prepared.splits, device, system, meta, world)
+    run_dir = _take_run_dir(world, run_dir, resume, config_files)  # nothing failed
     try:  # the run directory is this process's until it returns
         return _run_in(
             run_dir, trainer, prepared, system, config_files, bindings, show_progress, resume
         )
     finally:
         release(run_dir)
+
+
+def _take_run_dir(
+    world: World, run_dir: Path | None, resume: Path | None, config_files: Sequence[str | Path]
+) -> Path:
+    """Rank 0 claims the run directory (or takes over the one to resume) and tells the others."""
+    if not world.main:
+        taken = world.broadcast(None)
+        if taken is None:
+            raise RunDirError("rank 0 could not take the run directory; its error says why.")
+        return Path(taken)
+    try:
+        if resume is not None:
+            run_dir = reclaim(resume)
+        else:
+            run_dir = claim(run_dir) if run_dir else claim_default(config_files[0])
+    except BaseException:
+        world.broadcast(None)
+        raise
+    return Path(world.broadcast(str(run_dir)))
 
 
 def _run_in(
@@ -98,10 +139,12 @@ def _run_in(
     show_progress: bool,
     resume: Path | None,
 ) -> dict[str, Any]:
-    """Write the run's files (or go on with the run's own), train, evaluate and sample."""
+    """Write the run's files (or go on with the run's own), train, evaluate and sample; only
+    rank 0 writes, reports, evaluates at the end and samples."""
+    main = trainer.world.main
     if resume is not None:
         _resume(run_dir, trainer, list(bindings))
-    else:
+    elif main:
         prepared.tokenizer.save(run_dir / "tokenizer.json")
         atomic.write_json(
             run_dir / "run.json",
@@ -117,14 +160,17 @@ def _run_in(
                 **environment(),
             },
         )
-    atomic.write_text(run_dir / "config.gin", gin.operative_config_str())
+    if main:
+        atomic.write_text(run_dir / "config.gin", gin.operative_config_str())
 
-    listeners = _loggers(trainer.s.loggers, show_progress)
+    listeners = _loggers(trainer.s.loggers, show_progress) if main else []
     display = next((x for x in listeners if isinstance(x, ProgressDisplay)), None)
     for listener in listeners:
         system.pm.register(listener)
     try:
         summary = trainer.fit(run_dir)
+        if not main:
+            return {**summary, "rank": trainer.world.rank}
         if not summary["interrupted"]:
             try:
                 summary.update(_evaluate_and_sample(trainer, prepared, display))
@@ -160,6 +206,8 @@ def _resume(run_dir: Path, trainer: Trainer, bindings: list[str]) -> None:
             f"Run {run_dir} has trained {step} steps and train.steps is {trainer.s.steps}: "
             f"nothing to resume. Give it more steps, e.g. --bind 'train.steps = {2 * step}'."
         )
+    if not trainer.world.main:
+        return
     truncate_metrics(run_dir, step)
     info = json.loads((run_dir / "run.json").read_text())
     info.setdefault("resumes", []).append({"step": step, "bindings": bindings, **environment()})

@@ -23,6 +23,7 @@ from nima.capabilities import check_model
 from nima.errors import ConfigError, DataError, NimaError
 from nima.hooks import PluginSystem
 from nima.runs import load_checkpoint, read_training_state, save_checkpoint
+from nima.train.distributed import ALONE, World
 from nima.train.objectives import causal_lm
 from nima.train.settings import TrainSettings
 
@@ -203,10 +204,11 @@ class Trainer:
         device: torch.device,
         system: PluginSystem,
         checkpoint_meta: dict,
+        world: World = ALONE,
     ):
         self.s, self.model, self.splits = settings, model, splits
         self.device, self.system = device, system
-        self.checkpoint_meta = checkpoint_meta
+        self.checkpoint_meta, self.world = checkpoint_meta, world
         self.optimizer = settings.optimizer(model)
         self.scheduler = settings.scheduler(self.optimizer, settings.steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
@@ -226,13 +228,21 @@ class Trainer:
             settings.seed,
             device,
             accumulation=settings.accumulation_steps,
+            world=world.size,
+            rank=world.rank,
         )
         val = Batches(splits["val"], context, settings.batch_size, settings.seed + 1, device)
         self.eval_set = [val.next() for _ in range(settings.eval_batches)]  # fixed for the run
         self.stop = StopRequest()
-        # the module training steps call: compiled shares the model's parameters; evaluation
-        # and checkpoints use the model itself (other shapes would recompile)
-        self.step_model = torch.compile(model) if settings.compile else model
+        # the module training steps call (DDP-wrapped and/or compiled, sharing the model's
+        # parameters); evaluation and checkpoints use the model itself
+        self.ddp = None
+        if world.size > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.step_model = self.ddp or model
+        if settings.compile:
+            self.step_model = torch.compile(self.step_model)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for the forward and the loss (not the backward, as torch advises)."""
@@ -246,11 +256,15 @@ class Trainer:
         which the non-finite guard needs before the optimizer may touch the weights."""
         model, s = self.model, self.s
         total = torch.zeros((), device=self.device)
-        for x, y in micro_batches:
-            with self.autocast():
-                loss = _loss(self.step_model, x, y) / len(micro_batches)
-            self.scaler.scale(loss).backward()
+        for i, (x, y) in enumerate(micro_batches):
+            # DDP averages gradients over the ranks once, after the last micro-batch
+            last = i == len(micro_batches) - 1
+            with self.ddp.no_sync() if self.ddp and not last else contextlib.nullcontext():
+                with self.autocast():
+                    loss = _loss(self.step_model, x, y) / len(micro_batches)
+                self.scaler.scale(loss).backward()
             total += loss.detach()
+        total = self.world.mean(total)  # the loss over the whole effective batch
         self.scaler.unscale_(self.optimizer)  # the true gradients, not scaled ones (fp16)
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if s.grad_clip > 0:
@@ -301,7 +315,8 @@ class Trainer:
         step = self.step + 1
         if self.s.nonfinite == "skip":
             self.nonfinite_skipped += 1
-            print(f"warning: step {step}: non-finite loss or gradient; step skipped", file=sys.stderr)
+            if self.world.main:
+                print(f"warning: step {step}: non-finite loss or gradient; step skipped", file=sys.stderr)
             return
         first = next(
             (n for n, p in self.model.named_parameters()
@@ -324,12 +339,16 @@ class Trainer:
         k, mean = self.s.spike_factor, self.mean_loss
         if k and mean is not None and self.step > 10 and loss > k * mean:
             self.loss_spikes += 1
-            print(
+            self.world.main and print(
                 f"warning: loss spike at step {self.step}: {loss:.4f} > {k:g} x the running "
                 f"mean {mean:.4f}",
                 file=sys.stderr,
             )
         self.mean_loss = loss if mean is None else 0.98 * mean + 0.02 * loss
+
+    def _emit(self, event: str, **kwargs: Any) -> None:
+        if self.world.main:  # one rank reports: loggers would write everything N times
+            emit(self.system, event, **kwargs)
 
     def checkpoint_path(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / f"{name}.safetensors"
@@ -383,6 +402,8 @@ class Trainer:
         return self.step
 
     def _checkpoint(self, name: str, val_loss: float | None) -> None:
+        if not self.world.main:  # rank 0 alone writes; every rank holds the same weights
+            return
         meta = {**self.checkpoint_meta, "step": self.step, "val_loss": val_loss}
         state = self.training_state() if name == "last" else None  # `best` is for sampling
         save_checkpoint(self.model, self.checkpoint_path(name), meta, state)
@@ -398,14 +419,14 @@ class Trainer:
         model.train()
         if s.compile:
             self.run.summary.update(self.measure_compile())
-            print(
+            self.world.main and print(
                 f"torch.compile: warm-up {self.run.summary['compile_warmup_s']:.1f} s, forward "
                 f"and backward {self.run.summary['compile_speedup']:.2f}x eager's speed",
                 file=sys.stderr,
             )
-        emit(self.system, "nima_train_start", run=self.run)
+        self._emit("nima_train_start", run=self.run)
         first, last_saved = self.step, self.step
-        tokens_per_step = s.batch_size * s.accumulation_steps * model.context_length
+        tokens_per_step = s.batch_size * s.accumulation_steps * self.world.size * model.context_length
         start = last_log = time.perf_counter()
         last_log_step = first  # throughput counts the steps since the clock was last read
         with self.stop.listening():
@@ -431,11 +452,11 @@ class Trainer:
                     if s.nonfinite == "skip":
                         metrics["nonfinite_skipped"] = self.nonfinite_skipped
                     last_log, last_log_step = now, step
-                    emit(self.system, "nima_train_step", run=self.run, step=step, metrics=metrics)
+                    self._emit("nima_train_step", run=self.run, step=step, metrics=metrics)
                 if step % s.eval_interval == 0 or step == s.steps:
                     val_loss = evaluate(model, self.eval_set)
                     metrics = {"val_loss": val_loss}
-                    emit(self.system, "nima_evaluate", run=self.run, step=step, metrics=metrics)
+                    self._emit("nima_evaluate", run=self.run, step=step, metrics=metrics)
                     if val_loss < self.best:
                         self.best, self.best_step = val_loss, step
                         self._checkpoint("best", val_loss)
@@ -446,7 +467,9 @@ class Trainer:
                 elif s.checkpoint_interval and step % s.checkpoint_interval == 0:
                     self._checkpoint("last", None)
                     last_saved = step
-                if self.stop.requested:
+                # every rank stops at the same step, whichever ranks saw the Ctrl-C
+                if self.world.any(self.stop.requested, self.device):
+                    self.stop.requested = True
                     break
         if self.stop.requested and last_saved != self.step:
             self._checkpoint("last", None)  # not evaluated at this step

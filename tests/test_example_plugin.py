@@ -58,6 +58,7 @@ def test_plugins_lists_softcap_from_its_package(example: tuple[Path, Path]) -> N
     assert softcap["package"] == DIST
     assert softcap["gin_name"] == "attention.softcap"
     assert softcap["capabilities"]["backward"] is True
+    assert softcap["capabilities"]["bias"] is True
     assert entries[("attention", "sdpa")]["package"] == "nima"  # the built-ins still load
 
 
@@ -70,6 +71,7 @@ def test_smoke_run_selects_softcap_from_gin(
         "run", "experiments/smoke.gin",
         "--bind", "GPT.attention = @attention.softcap()",
         "--bind", "softcap.cap = 30.0",
+        "--bind", "GPT.positional = @positional.alibi",  # needs the declared bias capability
         "--run-dir", str(run_dir), "--no-progress",
         site=site, NIMA_DATA_DIR=str(shakespeare_file.parent),
     )  # fmt: skip
@@ -78,6 +80,7 @@ def test_smoke_run_selects_softcap_from_gin(
     config = (run_dir / "config.gin").read_text()
     assert "GPT.attention = @attention.softcap()" in config
     assert "softcap.cap = 30.0" in config
+    assert "GPT.positional = @positional.alibi" in config
 
 
 def test_example_package_passes_its_own_tests(example: tuple[Path, Path]) -> None:

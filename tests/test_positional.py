@@ -11,7 +11,7 @@ from nima_positional.rope import RoPE, apply_rope, rope_cos_sin
 import nima
 from nima.models.gpt import GPT
 from nima.models.positional import Positional
-from nima.testing.positional import check_rope_parity
+from nima.testing.positional import check_relative_bias, check_rope_parity
 
 SIZES = dict(d_model=32, n_heads=4, head_dim=8, max_len=16)
 
@@ -285,6 +285,24 @@ def test_alibi_bias_depends_only_on_relative_offset(shift: int):
     base = alibi.bias(q_pos, k_pos)
     assert base.shape == (3, 4, 6, 9)
     torch.testing.assert_close(alibi.bias(q_pos + shift, k_pos + shift), base, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("n_heads", [1, 4, 6, 12])
+def test_alibi_passes_the_relative_bias_check(n_heads: int):
+    alibi = ALiBi(d_model=8 * n_heads, n_heads=n_heads, head_dim=8, max_len=16)
+    assert check_relative_bias(alibi.bias, n_heads=n_heads) == 0.0
+
+
+def test_the_relative_bias_check_catches_an_absolute_bias():
+    alibi = ALiBi(**SIZES)
+
+    def absolute(q_pos, k_pos):  # depends on where the keys are, not only on the offset
+        return alibi.bias(q_pos, k_pos) - 0.01 * k_pos[..., None, None, :].float()
+
+    with pytest.raises(AssertionError, match="shifted by 1: the bias changed by 0.01"):
+        check_relative_bias(absolute, n_heads=4)
+    with pytest.raises(AssertionError, match="does not broadcast"):
+        check_relative_bias(lambda q, k: torch.zeros(5, 3), n_heads=4)
 
 
 def test_alibi_keeps_fp32_slopes_in_a_bf16_model():

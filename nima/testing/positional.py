@@ -1,7 +1,9 @@
-"""Conformance check for RoPE implementations: parity with the family's `rope` reference.
+"""Conformance checks for positional plugins: RoPE parity with the family's `rope` reference,
+and the properties of a relative attention bias (ALiBi and its kin).
 
-    from nima.testing.positional import check_rope_parity
+    from nima.testing.positional import check_relative_bias, check_rope_parity
     errors = check_rope_parity(my_rope.rotate, head_dim=my_rope.head_dim)
+    worst = check_relative_bias(my_alibi.bias, n_heads=my_alibi.n_heads)
 
 The reference is whatever is registered as `positional.rope` (looked up through the registry, so
 the core imports no plugin by name). Each case checks values and gradients of q and k, with GQA
@@ -142,4 +144,59 @@ def check_rope_parity(
             torch.testing.assert_close(
                 a, b, atol=atol, rtol=rtol, msg=lambda m, where=where: f"{where}: {m}"
             )
+    return worst
+
+
+# (query positions, key positions) kinds for a relative bias: no cache, a cache (Nk > Nq, the
+# queries last), one-token decode, per-batch (packed / left-padded) positions.
+BIAS_POSITIONS = ("same", "cached", "decode", "per_batch")
+
+
+def _bias_positions(kind: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if kind == "same":
+        positions = torch.arange(13)
+        return positions, positions
+    if kind == "cached":
+        return torch.arange(20, 29), torch.arange(29)  # 9 new queries after 20 cached keys
+    if kind == "decode":
+        return torch.tensor([40]), torch.arange(41)
+    starts = torch.randint(0, 30, (3, 1), generator=generator)
+    return starts + torch.arange(7), starts + torch.arange(11) - 4
+
+
+def check_relative_bias(
+    bias_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    n_heads: int,
+    shifts: tuple[int, ...] = (1, 17, 1000, 100_000),
+    atol: float = 0.0,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> float:
+    """Check a positional `bias(q_positions, k_positions)` that claims to be relative: for each
+    kind of positions in BIAS_POSITIONS it is a float tensor broadcastable to (B, H, Nq, Nk),
+    finite, and unchanged (within atol; exact by default) when query and key positions shift
+    together, far past any trained length too. Raises AssertionError naming the case; returns
+    the largest change seen under a shift."""
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for kind in BIAS_POSITIONS:
+        q_pos, k_pos = (t.to(device) for t in _bias_positions(kind, g))
+        batch = q_pos.shape[0] if q_pos.dim() == 2 else 1
+        want_shape = (batch, n_heads, q_pos.shape[-1], k_pos.shape[-1])
+        bias = bias_fn(q_pos, k_pos)
+        label = f"positions {kind!r} (q {tuple(q_pos.shape)}, k {tuple(k_pos.shape)})"
+        assert bias.is_floating_point() and torch.isfinite(bias).all(), f"{label}: {bias.dtype}"
+        try:
+            broadcasts = torch.broadcast_shapes(bias.shape, want_shape) == want_shape
+        except RuntimeError:
+            broadcasts = False
+        assert broadcasts, (
+            f"{label}: bias of shape {tuple(bias.shape)} does not broadcast to {want_shape}"
+        )
+        for shift in shifts:
+            moved = bias_fn(q_pos + shift, k_pos + shift)
+            change = (moved.double() - bias.double()).abs().max().item()
+            worst = max(worst, change)
+            assert change <= atol, f"{label}, shifted by {shift}: the bias changed by {change:.3g}"
     return worst

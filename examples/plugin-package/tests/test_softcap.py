@@ -14,11 +14,11 @@ from importlib import metadata
 
 import pytest
 import torch
-from nima.testing.attention import DEFAULT_CASES, check_attention_parity, random_cases
+from nima.testing.attention import BIAS_CASES, DEFAULT_CASES, check_attention_parity, random_cases
 
 from nima_example import SoftcapAttention, SoftcapError
 
-CASES = list(DEFAULT_CASES) + random_cases(8, seed=7)
+CASES = list(DEFAULT_CASES) + list(BIAS_CASES) + random_cases(8, seed=7, bias=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -40,12 +40,14 @@ def test_large_cap_approaches_the_reference() -> None:
 def softcap_reference(cap: float):
     """Softcap attention written independently and naively: K/V repeated per query head."""
 
-    def attn(q, k, v, *, causal, scale=None, key_padding_mask=None):
+    def attn(q, k, v, *, causal, scale=None, key_padding_mask=None, bias=None):
         group = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         n_q, n_k = q.shape[2], k.shape[2]
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         scores = torch.tanh(q @ k.transpose(-2, -1) * scale / cap) * cap  # (B, H, Nq, Nk)
+        if bias is not None:
+            scores = scores + bias  # after the cap
         visible = torch.ones(q.shape[0], 1, n_q, n_k, dtype=torch.bool)
         if causal:
             visible &= torch.ones(n_q, n_k, dtype=torch.bool).tril(diagonal=n_k - n_q)

@@ -22,6 +22,7 @@ CAPABILITIES: dict[str, Any] = {
     "devices": None,
     "head_dims": None,
     "masks": ["causal", "causal_bottom_right", "key_padding"],
+    "bias": True,  # an additive attention bias (positional.alibi needs it)
 }
 
 

@@ -8,8 +8,10 @@ a few runaway scores from saturating the softmax. As cap -> infinity it is plain
 write `softcap.cap = None`: gin cannot read back the `inf` it would write into config.gin.
 
 Plain PyTorch, under the full NIMA attention contract (nima.contracts.Attention): GQA/MQA,
-bottom-right causal alignment when Nq != Nk, a boolean key padding mask, and zeros (with zero
-gradients) for a query row that sees no key.
+bottom-right causal alignment when Nq != Nk, a boolean key padding mask, an additive bias
+broadcastable to (B, H, Nq, Nk), and zeros (with zero gradients) for a query row that sees no
+key. The bias is added after the capping: the cap bounds what q and k say, while a positional
+bias such as ALiBi's distance penalty keeps growing with the distance instead of saturating.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class SoftcapAttention(nn.Module):
         causal: bool,
         scale: float | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """q (B, H, Nq, D), k and v (B, Hkv, Nk, D) -> (B, H, Nq, D) in q's dtype."""
         _check_inputs(q, k, v, key_padding_mask)
@@ -67,6 +70,9 @@ class SoftcapAttention(nn.Module):
         scores = (qg @ kg.transpose(-2, -1)) * scale  # (B, Hkv, G, Nq, Nk)
         if self.cap is not None:
             scores = self.cap * torch.tanh(scores / self.cap)
+        if bias is not None:  # broadcastable to (B, H, Nq, Nk): group its heads as the queries'
+            bias = bias.to(dtype).expand(B, H, Nq, Nk).reshape(B, Hkv, H // Hkv, Nq, Nk)
+            scores = scores + bias
 
         visible = visible_keys(
             Nq, Nk, causal=causal, key_padding_mask=key_padding_mask, device=q.device

@@ -154,3 +154,20 @@ def test_resume_refusals(tmp_path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_resume_needs_the_same_number_of_processes(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from nima.runs.checkpoint import HEADER_KEY, STATE_KEY, _flatten
+
+    run(tmp_path / "r", "train.steps = 3")
+    last = tmp_path / "r" / "checkpoints" / "last.safetensors"
+    state = read_training_state(last) | {"world_size": 2}  # as if two ranks had saved it
+    with safe_open(str(last), framework="pt") as f:
+        tensors = {n: f.get_tensor(n) for n in f.keys() if not n.startswith(STATE_PREFIX)}
+    header = {"format": "pt", HEADER_KEY: json.dumps(read_checkpoint(last)),
+              STATE_KEY: json.dumps(_flatten(state, tensors, ""))}  # fmt: skip
+    save_file(tensors, str(last), metadata=header)
+    with pytest.raises(ConfigError, match=r"saved by 2 training process\(es\).*--nproc 2"):
+        run(tmp_path / "r", "train.steps = 6", resume=True)

@@ -365,6 +365,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "step": self.step,
+            "world_size": self.world.size,  # the batch partition: resume with the same
             "tokens": self.tokens,
             "best_val_loss": self.best if self.best_step is not None else None,
             "best_step": self.best_step,
@@ -382,6 +383,12 @@ class Trainer:
         """Load the weights and training state of the checkpoint at `path`; returns its step."""
         load_checkpoint(self.model, path)
         state = read_training_state(path)
+        if state["world_size"] != self.world.size:
+            raise ConfigError(
+                f"{path} was saved by {state['world_size']} training process(es) and this run "
+                f"has {self.world.size}: each process's share of a step's windows depends on "
+                f"their number, so resume with --nproc {state['world_size']}."
+            )
         self.step, self.tokens = state["step"], state["tokens"]
         self.best_step, self.skipped_steps = state["best_step"], state["skipped_steps"]
         self.nonfinite_skipped, self.loss_spikes = state["nonfinite_skipped"], state["loss_spikes"]

@@ -415,11 +415,8 @@ class Trainer:
         state = self.training_state() if name == "last" else None  # `best` is for sampling
         save_checkpoint(self.model, self.checkpoint_path(name), meta, state)
 
-    def fit(self, run_dir: Path) -> dict[str, Any]:
-        """Train from `self.step` (0, or where `resume_from` left it) until `settings.steps`, or
-        until Ctrl-C: then `last` holds the last whole step. Checkpoints go to
-        `run_dir`/checkpoints: `best` at an improved evaluation, `last` (with the training
-        state) at every evaluation and every `checkpoint_interval` steps."""
+    def start(self, run_dir: Path) -> None:
+        """Set the run up (the compile measurement, `nima_train_start`) to train into `run_dir`."""
         s, model = self.s, self.model
         self.run_dir = run_dir
         self.run = Run(s, run_dir, self.device, model, s.steps, start_step=self.step)
@@ -432,36 +429,54 @@ class Trainer:
                 file=sys.stderr,
             )
         self._emit("nima_train_start", run=self.run)
+        self.tokens_per_step = (
+            s.batch_size * s.accumulation_steps * self.world.size * model.context_length
+        )
+        self.last_log, self.last_log_step = time.perf_counter(), self.step  # for throughput
+
+    def advance(self) -> None:
+        """One training step, logged every log_interval steps: `fit`'s work per step besides
+        evaluations and checkpoints (what benchmarks/bench_train.py times)."""
+        s = self.s
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss, grad_norm = self.train_step(self.train_batches.next_step())
+        self.step, self.tokens = self.step + 1, self.tokens + self.tokens_per_step
+        self._watch_spikes(loss)
+        if self.step % s.log_interval == 0 or self.step == s.steps:
+            now = time.perf_counter()
+            steps = self.step - self.last_log_step
+            tokens_per_s = self.tokens_per_step * steps / (now - self.last_log)
+            metrics = {
+                "train_loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens_per_s": tokens_per_s,
+                "flops_per_s": tokens_per_s * self.flops_per_token,  # an estimate
+                "tokens": self.tokens,
+                "loss_spikes": self.loss_spikes,
+            }
+            if self.scaler.is_enabled():
+                metrics["skipped_steps"] = self.skipped_steps
+            if s.nonfinite == "skip":
+                metrics["nonfinite_skipped"] = self.nonfinite_skipped
+            self.last_log, self.last_log_step = now, self.step
+            self._emit("nima_train_step", run=self.run, step=self.step, metrics=metrics)
+
+    def fit(self, run_dir: Path) -> dict[str, Any]:
+        """Train from `self.step` (0, or where `resume_from` left it) until `settings.steps`, or
+        until Ctrl-C: then `last` holds the last whole step. Checkpoints go to
+        `run_dir`/checkpoints: `best` at an improved evaluation, `last` (with the training
+        state) at every evaluation and every `checkpoint_interval` steps."""
+        s = self.s
+        self.start(run_dir)
         first, last_saved = self.step, self.step
-        tokens_per_step = s.batch_size * s.accumulation_steps * self.world.size * model.context_length
-        start = last_log = time.perf_counter()
-        last_log_step = first  # throughput counts the steps since the clock was last read
+        start = time.perf_counter()
         with self.stop.listening():
-            for step in range(first + 1, s.steps + 1):
-                lr = self.optimizer.param_groups[0]["lr"]
-                loss, grad_norm = self.train_step(self.train_batches.next_step())
-                self.step, self.tokens = step, self.tokens + tokens_per_step
-                self._watch_spikes(loss)
-                if step % s.log_interval == 0 or step == s.steps:
-                    now = time.perf_counter()
-                    tokens_per_s = tokens_per_step * (step - last_log_step) / (now - last_log)
-                    metrics = {
-                        "train_loss": loss,
-                        "lr": lr,
-                        "grad_norm": grad_norm,
-                        "tokens_per_s": tokens_per_s,
-                        "flops_per_s": tokens_per_s * self.flops_per_token,  # an estimate
-                        "tokens": self.tokens,
-                        "loss_spikes": self.loss_spikes,
-                    }
-                    if self.scaler.is_enabled():
-                        metrics["skipped_steps"] = self.skipped_steps
-                    if s.nonfinite == "skip":
-                        metrics["nonfinite_skipped"] = self.nonfinite_skipped
-                    last_log, last_log_step = now, step
-                    self._emit("nima_train_step", run=self.run, step=step, metrics=metrics)
+            while self.step < s.steps:
+                self.advance()
+                step = self.step
                 if step % s.eval_interval == 0 or step == s.steps:
-                    val_loss = evaluate(model, self.eval_set)
+                    val_loss = evaluate(self.model, self.eval_set)
                     metrics = {"val_loss": val_loss}
                     self._emit("nima_evaluate", run=self.run, step=step, metrics=metrics)
                     if val_loss < self.best:
@@ -470,7 +485,7 @@ class Trainer:
                     self._checkpoint("last", val_loss)
                     last_saved = step
                     # eval time is not training throughput
-                    last_log, last_log_step = time.perf_counter(), step
+                    self.last_log, self.last_log_step = time.perf_counter(), step
                 elif s.checkpoint_interval and step % s.checkpoint_interval == 0:
                     self._checkpoint("last", None)
                     last_saved = step
@@ -489,7 +504,7 @@ class Trainer:
             best_batches_val_loss=self.best if self.best_step is not None else None,
             tokens=self.tokens,
             wall_s=wall,  # of this process: a resumed run counts from its resume
-            tokens_per_s=tokens_per_step * done / wall if wall else 0.0,
+            tokens_per_s=self.tokens_per_step * done / wall if wall else 0.0,
         )
         return self.run.summary
 

@@ -6,7 +6,7 @@ behaviour against each family's reference implementation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -117,6 +117,37 @@ class MLP(Protocol):
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def reset_parameters(self) -> None: ...
+
+
+@runtime_checkable
+class Model(Protocol):
+    """model: an nn.Module built as `factory(vocab_size=...)` that returns logits.
+
+    forward(idx (B, N), *, positions=None, cache=None, key_padding_mask=None, last_only=False)
+    -> logits (B, N, vocab), or (B, 1, vocab) with last_only. With a cache from
+    `new_cache(batch_size, max_len=None)`, idx continues the cached sequences (prefill or
+    decode). `plugins()` yields (family, instance) for every plugin instance the model runs,
+    each layer's own: the capability check before training walks it. The loss is the training
+    objective's (nima.train.objectives), not the model's.
+    """
+
+    context_length: int
+
+    def __call__(
+        self,
+        idx: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: Any = None,
+        key_padding_mask: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor: ...
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> Any: ...
+
+    def plugins(self) -> Iterator[tuple[str, Any]]: ...
+
+    def num_parameters(self, non_embedding: bool = True) -> int: ...
 
 
 @runtime_checkable

@@ -75,31 +75,20 @@ class GPT(nn.Module):
             d_model=d_model, n_heads=n_heads, head_dim=self.head_dim, max_len=context_length
         )
         residual_std = 0.02 / math.sqrt(2 * n_layers)  # GPT-2: n_layers blocks x 2 residual adds
-        self.blocks = nn.ModuleList(
-            Block(
-                d_model,
-                attn=AttentionLayer(
-                    d_model,
-                    n_heads,
-                    n_kv_heads,
-                    copy.deepcopy(attention),
-                    causal=True,
-                    bias=bias,
-                    residual_std=residual_std,
-                ),  # fmt: skip
-                mlp=mlp(
-                    d_model=d_model,
-                    hidden=int(mlp_ratio * d_model),
-                    bias=bias,
-                    dropout=dropout,
-                    residual_std=residual_std,
-                ),  # fmt: skip
-                norm=norm,
-                bias=bias,
-                dropout=dropout,
-            )
-            for _ in range(n_layers)
-        )
+        hidden = int(mlp_ratio * d_model)
+
+        def block() -> Block:  # each layer its own modules, its own copy of the attention plugin
+            attn = AttentionLayer(
+                d_model, n_heads, n_kv_heads, copy.deepcopy(attention), causal=True, bias=bias,
+                residual_std=residual_std,
+            )  # fmt: skip
+            ff = mlp(
+                d_model=d_model, hidden=hidden, bias=bias, dropout=dropout,
+                residual_std=residual_std,
+            )  # fmt: skip
+            return Block(d_model, attn=attn, mlp=ff, norm=norm, bias=bias, dropout=dropout)
+
+        self.blocks = nn.ModuleList(block() for _ in range(n_layers))
         self.norm = norm(d_model=d_model, bias=bias)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         self.dropout = nn.Dropout(dropout)

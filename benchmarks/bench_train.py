@@ -1,0 +1,176 @@
+"""NIMA's training step vs a plain-PyTorch nanoGPT step, side by side in one process.
+
+    python benchmarks/bench_train.py [--rounds 8] [--steps 10] [--bind 'train.precision = "bf16"']
+    pytest benchmarks/bench_train.py          # a short run of the same comparison
+
+NIMA's side is its trainer as `nima run experiments/gpt.gin` builds it (batches, accumulation,
+autocast, clipping, the non-finite guard, optimizer, scheduler and logging to metrics.jsonl:
+`Trainer.advance`). The plain side is nanoGPT's layout written out below: learned positions,
+pre-norm blocks, fused AdamW, the same shapes, batch and clipping. The two alternate in blocks
+of steps (interleaved, so machine load falls on both) and the ratio of median tokens/s is
+printed; above 1.0 NIMA is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gin
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+GPT_GIN = ROOT / "experiments" / "gpt.gin"
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln_1, self.ln_2 = nn.LayerNorm(d, bias=False), nn.LayerNorm(d, bias=False)
+        self.c_attn, self.c_proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+        self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(D, dim=2)
+        q, k, v = (t.view(B, N, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).reshape(B, N, D))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class NanoGPT(nn.Module):
+    """nanoGPT's model: token + learned position embeddings, blocks, final norm, tied head."""
+
+    def __init__(self, vocab: int, context: int, d: int, layers: int, heads: int) -> None:
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(context, d)
+        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d, bias=False)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def nima_trainer(bindings: list[str], run_dir: Path):
+    """NIMA's trainer for gpt.gin, started in `run_dir`, as `nima run` builds it."""
+    from nima import config
+    from nima.data.tokens import prepare_tokens
+    from nima.hooks import reset
+    from nima.runs import configured_settings, pick_device, seed_everything
+    from nima.train.metrics import MetricsFile
+    from nima.train.trainer import Trainer
+
+    system = reset()
+    config.parse([GPT_GIN], bindings, system)
+    settings = configured_settings()
+    seed_everything(settings.seed)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = pick_device(None)
+    prepared = prepare_tokens(settings.dataset, settings.tokenizer)
+    model = settings.model(vocab_size=prepared.tokenizer.vocab_size).to(device)
+    trainer = Trainer(settings, model, prepared.splits, device, system, {})
+    system.pm.register(MetricsFile(run_dir / "metrics.jsonl"))  # logging, as in a run
+    trainer.start(run_dir)
+    return trainer, prepared.splits["train"]
+
+
+def plain_step_fn(trainer, train_ids):
+    """A nanoGPT training step on the same shapes, batch, lr and clipping as `trainer`."""
+    s, m, device = trainer.s, trainer.model, trainer.device
+    context, batch = m.context_length, s.batch_size * s.accumulation_steps
+    d, layers, heads = (gin.query_parameter(f"GPT.{n}") for n in ("d_model", "n_layers", "n_heads"))
+    model = NanoGPT(m.vocab_size, context, d, layers, heads).to(device)
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)
+    data = torch.tensor(train_ids, dtype=torch.long)
+    steps = [0]
+
+    def step() -> None:
+        ix = torch.randint(len(data) - context - 1, (batch,))
+        x = torch.stack([data[i : i + context] for i in ix]).to(device)
+        y = torch.stack([data[i + 1 : i + 1 + context] for i in ix]).to(device)
+        loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        steps[0] += 1
+        if steps[0] % s.log_interval == 0:
+            loss.item()  # nanoGPT reads the loss at its log steps
+
+    return step
+
+
+def tokens_per_s(step, n: int, tokens_per_step: int, device: torch.device) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n * tokens_per_step / (time.perf_counter() - start)
+
+
+def compare(rounds: int, steps: int, bindings: list[str]) -> dict[str, float]:
+    """Median tokens/s of each side over `rounds` interleaved blocks of `steps` steps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, train_ids = nima_trainer(bindings, Path(tmp))
+        plain = plain_step_fn(trainer, train_ids)
+        tokens = trainer.tokens_per_step
+        nima_runs, plain_runs = [], []
+        for step in (trainer.advance, plain):  # warm-up: allocator, kernels, lazy state
+            tokens_per_s(step, 3, tokens, trainer.device)
+        for r in range(rounds):
+            order = [(trainer.advance, nima_runs), (plain, plain_runs)]
+            for step, out in order if r % 2 == 0 else order[::-1]:
+                out.append(tokens_per_s(step, steps, tokens, trainer.device))
+    nima_tps, plain_tps = statistics.median(nima_runs), statistics.median(plain_runs)
+    return {"nima_tokens_per_s": nima_tps, "plain_tokens_per_s": plain_tps,
+            "ratio": nima_tps / plain_tps, "device": str(trainer.device)}  # fmt: skip
+
+
+def test_nima_step_keeps_up_with_plain_pytorch() -> None:
+    import os
+
+    import pytest
+
+    if not os.environ.get("NIMA_DATA_DIR"):
+        pytest.skip("set NIMA_DATA_DIR to the folder holding tinyshakespeare.txt")
+    result = compare(rounds=2, steps=3, bindings=["train.steps = 100"])
+    # a short, noisy run on a shared machine: a regression guard, not the bar (the script)
+    assert result["ratio"] > 0.8, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--bind", action="append", default=[])
+    args = parser.parse_args()
+    result = compare(args.rounds, args.steps, args.bind)
+    print(
+        f"{result['device']}: NIMA {result['nima_tokens_per_s']:,.0f} tokens/s, plain PyTorch "
+        f"(nanoGPT layout) {result['plain_tokens_per_s']:,.0f} tokens/s: "
+        f"{result['ratio']:.3f}x"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -59,13 +59,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\n--- sample ---")
     print(summary["sample"])
     print("---")
-    scope = "whole validation split" if summary["final_eval"] == "full" else "eval batches"
-    print(
-        f"best val loss: {summary['final_val_loss']:.4f} ({scope}, checkpoint of step "
-        f"{summary['best_step']})"
-    )
-    if "val_bits_per_char" in summary:
-        print(f"val bits per character: {summary['val_bits_per_char']:.4f}")
+    scope = "whole split" if summary["final_eval"] == "full" else "eval batches"
+    for split, prefix, what in (("val", "final_val", "best val"), ("test", "test", "test")):
+        if f"{prefix}_loss" not in summary:  # a test split only where the dataset has one
+            continue
+        bits = summary.get(f"{split}_bits_per_char")
+        print(
+            f"{what} loss: {summary[f'{prefix}_loss']:.4f} ({scope}, checkpoint of step "
+            f"{summary['best_step']}), perplexity {summary[f'{prefix}_perplexity']:.2f}"
+            + (f", {bits:.4f} bits per character" if bits is not None else "")
+        )
     print(
         f"steps {summary['steps']}, wall {summary['wall_s']:.1f}s, "
         f"{summary['tokens_per_s']:,.0f} tokens/s, run dir {summary['run_dir']}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,13 @@ def save_checkpoint(
     path: Path,
     metadata: dict[str, Any],
     training_state: dict[str, Any] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the model's weights and `metadata` (and the training state, to resume from) to
-    `path` (a .safetensors file), atomically."""
-    tensors = {k: v.detach().contiguous() for k, v in _unique_state(model).items()}
+    `path` (a .safetensors file), atomically. `weights`: the full weights gathered from a
+    sharded (FSDP) model, each storage once, in place of the model's own."""
+    weights = _unique_state(model) if weights is None else weights
+    tensors = {k: v.detach().contiguous() for k, v in weights.items()}
     header = {"format": "pt", HEADER_KEY: strict_json(metadata)}
     if training_state is not None:
         header[STATE_KEY] = json.dumps(_flatten(training_state, tensors, ""), allow_nan=False)
@@ -140,9 +144,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         return _metadata(path, f.metadata())
 
 
-def load_checkpoint(model: torch.nn.Module, path: Path) -> dict[str, Any]:
+def load_checkpoint(
+    model: torch.nn.Module,
+    path: Path,
+    load: Callable[[dict[str, torch.Tensor]], None] | None = None,
+) -> dict[str, Any]:
     """Fill `model` with the weights at `path` and return the metadata; a checkpoint that does
-    not fit the model is a CheckpointError naming the tensor and the config.gin to build from."""
+    not fit the model is a CheckpointError naming the tensor and the config.gin to build from.
+    `load`: what puts the checked weights into the model (a sharded model's own way)."""
     config = path.parent.parent / "config.gin"  # RUN_DIR/checkpoints/NAME.safetensors
     hint = f"The model must be built from the config the checkpoint was trained with ({config})."
     own = model.state_dict()
@@ -167,5 +176,8 @@ def load_checkpoint(model: torch.nn.Module, path: Path) -> dict[str, Any]:
                 f"the model{more}. {hint}"
             )
         state = {n: f.get_tensor(n) for n in names}
-    model.load_state_dict(state, strict=False)  # strict would miss the tied aliases
+    if load is not None:
+        load(state)
+    else:
+        model.load_state_dict(state, strict=False)  # strict would miss the tied aliases
     return metadata

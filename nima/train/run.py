@@ -67,8 +67,10 @@ def run_experiment(
     settings = configured_settings()
     world, device = join(pick_device(device_name))  # one process, or a rank of torchrun's
     try:
-        return _train(config_files, bindings, system, settings, world, device, run_dir,
-                      show_progress, resume)  # fmt: skip
+        summary = _train(config_files, bindings, system, settings, world, device, run_dir,
+                         show_progress, resume)  # fmt: skip
+        world.barrier()  # every rank leaves the group together (a gloo rank leaving early aborted)
+        return summary
     finally:
         leave()
 
@@ -173,6 +175,8 @@ def _run_in(
             return {**summary, "rank": trainer.world.rank}
         if not summary["interrupted"]:
             try:
+                if trainer.sharded:  # rank 0 alone goes on: an unsharded model of its own
+                    trainer.model = _unsharded_model(trainer, prepared)
                 summary.update(_evaluate_and_sample(trainer, prepared, display))
             except KeyboardInterrupt:  # the training itself is complete and saved
                 summary["interrupted"] = True
@@ -186,6 +190,14 @@ def _run_in(
     summary["run_dir"] = str(run_dir)
     atomic.write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _unsharded_model(trainer: Trainer, prepared: PreparedData) -> torch.nn.Module:
+    """A plain (unsharded) copy of the model for rank 0's final evaluation and sample under
+    FSDP: built by the same factory; the best checkpoint's full weights are loaded into it."""
+    with config.building():
+        model = trainer.s.model(vocab_size=prepared.tokenizer.vocab_size)
+    return model.to(trainer.device)
 
 
 def _loggers(chosen: Sequence[Any] | None, show_progress: bool) -> list[Any]:

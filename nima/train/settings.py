@@ -36,6 +36,9 @@ class TrainSettings:
     accumulation_steps: Positive = 1  # micro-batches per optimizer step
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast compute dtype; fp16: CUDA only
     compile: bool = False  # torch.compile the model for training steps (evaluation stays eager)
+    # many processes: DDP replicas, or FSDP2 (fully_shard: parameters, gradients and optimizer
+    # state sharded over the ranks); one process trains alike under either
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     grad_clip: Annotated[float, Range(ge=0)] = 1.0  # 0: no clipping
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss or gradient: stop, or skip the step
     spike_factor: Annotated[float, Range(ge=0)] = 3.0  # warn when loss > k x running mean; 0: off

@@ -5,6 +5,7 @@ pluggy hooks."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import signal
@@ -23,6 +24,7 @@ from nima.capabilities import check_model
 from nima.errors import ConfigError, DataError, NimaError
 from nima.hooks import PluginSystem
 from nima.runs import load_checkpoint, read_training_state, save_checkpoint
+from nima.train import distributed
 from nima.train.distributed import ALONE, World
 from nima.train.objectives import causal_lm
 from nima.train.settings import TrainSettings
@@ -209,7 +211,14 @@ class Trainer:
         self.s, self.model, self.splits = settings, model, splits
         self.device, self.system = device, system
         self.checkpoint_meta, self.world = checkpoint_meta, world
+        # FSDP2: shard the model in place before the optimizer is built on its parameters
+        self.sharded = settings.parallel == "fsdp" and world.size > 1
+        if self.sharded:
+            self.aliases = distributed.aliases(model)  # checkpoint names, before sharding
+            distributed.shard(model)
         self.optimizer = settings.optimizer(model)
+        if self.sharded:
+            self.parameter_names = distributed.parameter_names(model, self.optimizer)
         self.scheduler = settings.scheduler(self.optimizer, settings.steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
         self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
@@ -237,7 +246,7 @@ class Trainer:
         # the module training steps call (DDP-wrapped and/or compiled, sharing the model's
         # parameters); evaluation and checkpoints use the model itself
         self.ddp = None
-        if world.size > 1:
+        if world.size > 1 and not self.sharded:
             ids = [device.index] if device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.step_model = self.ddp or model
@@ -259,6 +268,8 @@ class Trainer:
         for i, (x, y) in enumerate(micro_batches):
             # DDP averages gradients over the ranks once, after the last micro-batch
             last = i == len(micro_batches) - 1
+            if self.sharded:  # FSDP likewise reduce-scatters once, after the last
+                model.set_requires_gradient_sync(last)
             with self.ddp.no_sync() if self.ddp and not last else contextlib.nullcontext():
                 with self.autocast():
                     loss = _loss(self.step_model, x, y) / len(micro_batches)
@@ -271,6 +282,7 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         else:
             norm = torch.nn.utils.get_total_norm(grads)
+        norm = distributed.whole(norm)  # under FSDP a DTensor: the norm over every shard
         loss_value, norm_value = torch.stack([total, norm.float()]).tolist()
         # under fp16 an inf gradient is the GradScaler's to skip (counted in skipped_steps)
         if not math.isfinite(loss_value) or not (math.isfinite(norm_value) or self.scaler.is_enabled()):
@@ -320,7 +332,7 @@ class Trainer:
             return
         first = next(
             (n for n, p in self.model.named_parameters()
-             if p.grad is not None and not torch.isfinite(p.grad).all()),
+             if p.grad is not None and not torch.isfinite(distributed.local(p.grad)).all()),
             None,
         )  # fmt: skip
         where = f"the first non-finite gradient is {first!r}" if first else "every gradient is finite"
@@ -353,8 +365,9 @@ class Trainer:
     def checkpoint_path(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / f"{name}.safetensors"
 
-    def training_state(self) -> dict[str, Any]:
-        """Everything besides the weights that the next step depends on, to resume exactly."""
+    def training_state(self, optimizer_state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything besides the weights that the next step depends on, to resume exactly
+        (`optimizer_state`: the full one gathered from a sharded optimizer)."""
         rng = {
             "python": random.getstate(),
             "numpy": np.random.get_state(),
@@ -373,7 +386,7 @@ class Trainer:
             "nonfinite_skipped": self.nonfinite_skipped,
             "loss_spikes": self.loss_spikes,
             "mean_loss": self.mean_loss,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state or self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng,
@@ -381,7 +394,11 @@ class Trainer:
 
     def resume_from(self, path: Path) -> int:
         """Load the weights and training state of the checkpoint at `path`; returns its step."""
-        load_checkpoint(self.model, path)
+        if self.sharded:  # every rank reads the full weights and takes its shard
+            shard = functools.partial(distributed.load_full_weights, self.model, names=self.aliases)
+            load_checkpoint(self.model, path, shard)
+        else:
+            load_checkpoint(self.model, path)
         state = read_training_state(path)
         if state["world_size"] != self.world.size:
             raise ConfigError(
@@ -394,7 +411,12 @@ class Trainer:
         self.nonfinite_skipped, self.loss_spikes = state["nonfinite_skipped"], state["loss_spikes"]
         self.mean_loss = state["mean_loss"]
         self.best = state["best_val_loss"] if self.best_step is not None else math.inf
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            distributed.load_full_optimizer(
+                self.model, self.optimizer, state["optimizer"], self.parameter_names
+            )
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -409,11 +431,18 @@ class Trainer:
         return self.step
 
     def _checkpoint(self, name: str, val_loss: float | None) -> None:
+        weights = optimizer_state = None
+        if self.sharded:  # every rank takes part in gathering the full state onto rank 0
+            optimizer = self.optimizer if name == "last" else None
+            weights, optimizer_state = distributed.gather_full_state(
+                self.model, optimizer, self.aliases, self.parameter_names
+            )
         if not self.world.main:  # rank 0 alone writes; every rank holds the same weights
             return
         meta = {**self.checkpoint_meta, "step": self.step, "val_loss": val_loss}
-        state = self.training_state() if name == "last" else None  # `best` is for sampling
-        save_checkpoint(self.model, self.checkpoint_path(name), meta, state)
+        # `best` is for sampling
+        state = self.training_state(optimizer_state) if name == "last" else None
+        save_checkpoint(self.model, self.checkpoint_path(name), meta, state, weights=weights)
 
     def start(self, run_dir: Path) -> None:
         """Set the run up (the compile measurement, `nima_train_start`) to train into `run_dir`."""
@@ -477,6 +506,8 @@ class Trainer:
                 step = self.step
                 if step % s.eval_interval == 0 or step == s.steps:
                     val_loss = evaluate(self.model, self.eval_set)
+                    if self.sharded:  # one value, so every rank gathers the same checkpoints
+                        val_loss = self.world.broadcast(val_loss)
                     metrics = {"val_loss": val_loss}
                     self._emit("nima_evaluate", run=self.run, step=step, metrics=metrics)
                     if val_loss < self.best:

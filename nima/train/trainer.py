@@ -338,7 +338,8 @@ class Trainer:
         where = f"the first non-finite gradient is {first!r}" if first else "every gradient is finite"
         raise Diverged(
             f"Training diverged at step {step}: the loss is {loss} and {where}. The weights "
-            f"were not updated; checkpoints/last.safetensors keeps the last good step saved. "
+            f"were not updated; checkpoints/last.safetensors, where an evaluation or "
+            f"checkpoint_interval saved one before, holds the last good step saved. "
             f"Lower the learning rate, clip gradients (train.grad_clip), use bf16 rather than "
             f"fp16, or set train.nonfinite = 'skip' to skip such steps."
         )

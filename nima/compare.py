@@ -17,11 +17,12 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from nima import atomic
 from nima.errors import RunDirError
 from nima.runs.records import RunRecord, require_run
+from nima.validation import Range, cli_type
 
 KEYS = ("train_loss", "val_loss")
 NOISE_Z = 1.96 * math.sqrt(2)  # a difference of two seeds' values: sqrt(2) sigma, 95% two-sided
@@ -206,7 +207,10 @@ def add_compare_arguments(subparsers: Any, parents: list[argparse.ArgumentParser
                          "(default: the study RUN_A lies in, if any)")  # fmt: skip
     compare.add_argument("--out", type=Path, help="PNG to write, the CSV beside it "
                          "(default: RUN_A/compare-<RUN_B>.png)")  # fmt: skip
-    compare.add_argument("--rows", type=int, default=12, help="table rows to print (default 12)")
+    compare.add_argument(
+        "--rows", type=cli_type(Annotated[int, Range(ge=1)]), default=12,
+        help="table rows to print (default 12)",
+    )
     compare.set_defaults(func=main_compare)
 
 

@@ -35,6 +35,17 @@ def test_generate_refuses_bad_numbers(tmp_path: Path, capsys, option: str, value
     assert f"argument {option}: {says}" in capsys.readouterr().err
 
 
+def test_every_numeric_option_of_other_commands_is_checked(tmp_path: Path, capsys) -> None:
+    for argv, says in (
+        (["compare", str(tmp_path), str(tmp_path), "--rows", "-3"], "--rows: -3 is not an int >= 1"),
+        (["ablate", str(SMOKE), "--jobs", "0"], "--jobs: 0 is not an int >= 1"),
+        (["run", str(SMOKE), "--nproc", "0"], "--nproc: 0 is not an int >= 1"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and says in capsys.readouterr().err
+
+
 def test_version(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

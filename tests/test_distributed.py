@@ -37,16 +37,20 @@ def curve(run_dir: Path, key: str = "train_loss") -> dict[int, float]:
     return {r["step"]: r[key] for r in read_metrics(run_dir) if key in r}
 
 
+def nima_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "nima", "run", *args, "--no-progress"],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 @pytest.mark.slow  # torchrun and two ranks importing torch: ~20 s on 2 cores
 def test_two_ranks_train_as_one_process_with_the_same_effective_batch(tmp_path) -> None:
     ranks = tmp_path / "ddp"
     binds = [a for b in BINDS for a in ("--bind", b)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "nima", "run", str(SMOKE), "--nproc", "2", *binds,
-         "--run-dir", str(ranks), "--no-progress"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    proc = nima_run(tmp_path, str(SMOKE), "--nproc", "2", *binds, "--run-dir", str(ranks))
     assert proc.stdout.count("best val loss") == 1  # rank 0 alone reports
     one = tmp_path / "one"
     run_experiment([SMOKE], [*BINDS, "train.accumulation_steps = 2"], reset(), run_dir=one,
@@ -58,15 +62,6 @@ def test_two_ranks_train_as_one_process_with_the_same_effective_batch(tmp_path) 
     assert curve(ranks, "tokens") == curve(one, "tokens")  # micro x accumulation x world
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "one"]  # no other run dir
     assert read_checkpoint(ranks / "checkpoints" / "last.safetensors")["step"] == 6
-
-
-def nima_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "nima", "run", *args, "--no-progress"],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def checkpoint_layout(path: Path) -> tuple[list[tuple[str, tuple[int, ...]]], Any]:

@@ -10,6 +10,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from nima.capability_types import validate as validate_capabilities
 from nima.errors import PluginClashError, UnknownPluginError
 
 FAMILIES: tuple[str, ...] = (
@@ -89,9 +90,11 @@ class Registry:
         capabilities: dict[str, Any] | None = None,
         gin_name: str = "",
     ) -> Entry:
-        """Add `obj` under `name`; a name already taken is an error naming both packages."""
+        """Add `obj` under `name`; a name already taken is an error naming both packages, and
+        capabilities outside the family's declared type (nima.capability_types) are refused."""
         if not name.isidentifier():
             raise ValueError(f"{self.family} plugin name {name!r} must be a Python identifier")
+        validate_capabilities(self.family, name, package, capabilities or {})
         if name in self._entries:
             other = self._entries[name]
             raise PluginClashError(

@@ -16,8 +16,8 @@ _ANY = {"backward": True, "devices": None, "dtypes": None}
 @hookimpl
 def nima_register(registry) -> None:
     """Register norm.layernorm, norm.rmsnorm, mlp.gelu, mlp.swiglu and mlp.relu2."""
-    registry.norm("layernorm", LayerNorm, capabilities=_ANY)
-    registry.norm("rmsnorm", RMSNorm, capabilities=_ANY)
-    registry.mlp("gelu", GeluMLP, capabilities=_ANY)
-    registry.mlp("swiglu", SwiGLU, capabilities=_ANY)
-    registry.mlp("relu2", ReLU2, capabilities=_ANY)
+    registry.norm("layernorm", LayerNorm, capabilities={**_ANY, "formula": "layernorm"})
+    registry.norm("rmsnorm", RMSNorm, capabilities={**_ANY, "formula": "rmsnorm"})
+    registry.mlp("gelu", GeluMLP, capabilities={**_ANY, "formula": "gelu"})
+    registry.mlp("swiglu", SwiGLU, capabilities={**_ANY, "formula": "swiglu"})
+    registry.mlp("relu2", ReLU2, capabilities={**_ANY, "formula": "relu2"})

@@ -127,8 +127,8 @@ class AttentionLayer(nn.Module):
 
     Self-attention projects q, k and v from x (one fused qkv); cross-attention (cross=True)
     projects q from x and k, v from `memory`. causal=False attends to every key. The layer owns
-    its plugin instance (the model gives each layer its own). A KV cache (self-attention only)
-    stores this layer's rotated keys and values; queries are then the last N of the Nk cached
+    its plugin instance (the model gives each layer its own). A KV cache stores this layer's
+    rotated keys and values (cross-attention: the memory's, projected at the first call); queries are then the last N of the Nk cached
     positions, which the attention contract's bottom-right causal alignment handles.
     """
 
@@ -178,18 +178,24 @@ class AttentionLayer(nn.Module):
         positional, angles: the model's positional module and what its `prepare` gave (queries
         and keys are rotated; self-attention only). memory (B, M, C): what cross-attention
         attends to. key_padding_mask bool (B, Nk) and bias (B or 1, H, N, Nk): as the attention
-        contract, over every key (the cached ones too). cache: this layer's slot of a KVCache.
+        contract, over every key (the cached ones too). cache: this layer's slot of a KVCache
+        (cross-attention keeps the memory's keys and values there, projected once).
         """
         B, N, C = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.cross:
-            if memory is None or cache is not None:
-                raise ConfigError("cross-attention needs `memory` and takes no KV cache")
-            M = memory.shape[1]
             q = self.q(x).view(B, N, H, D).transpose(1, 2)  # (B, H, N, D)
-            k, v = self.kv(memory).split([Hkv * D, Hkv * D], dim=-1)
-            k = k.view(B, M, Hkv, D).transpose(1, 2)  # (B, Hkv, M, D)
-            v = v.view(B, M, Hkv, D).transpose(1, 2)  # (B, Hkv, M, D)
+            if cache is not None and cache.memory_kv is not None:
+                k, v = cache.memory_kv  # projected once, at the first decoding step
+            else:
+                if memory is None:
+                    raise ConfigError("cross-attention needs `memory` (the encoder's output)")
+                M = memory.shape[1]
+                k, v = self.kv(memory).split([Hkv * D, Hkv * D], dim=-1)
+                k = k.view(B, M, Hkv, D).transpose(1, 2)  # (B, Hkv, M, D)
+                v = v.view(B, M, Hkv, D).transpose(1, 2)  # (B, Hkv, M, D)
+                if cache is not None:
+                    cache.memory_kv = k, v
         else:
             q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
             q = q.view(B, N, H, D).transpose(1, 2)  # (B, H, N, D)
@@ -206,26 +212,53 @@ class AttentionLayer(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block (GPT-2): x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm transformer block (GPT-2): x + attn(norm1(x)), then x + mlp(norm2(x)).
+
+    With `cross` (a cross-attention layer; the encoder-decoder's decoder), x + cross(norm_cross(x),
+    memory) comes between the two (Vaswani et al. 2017's decoder layer, pre-norm).
+    """
 
     def __init__(
         self, d_model: int, attn: AttentionLayer, mlp: nn.Module, norm: Any, bias: bool,
-        dropout: float,
+        dropout: float, cross: AttentionLayer | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.norm1 = norm(d_model=d_model, bias=bias)
         self.attn = attn
+        if cross is not None:
+            self.norm_cross = norm(d_model=d_model, bias=bias)
+            self.cross = cross
         self.norm2 = norm(d_model=d_model, bias=bias)
         self.mlp = mlp
         self.dropout = nn.Dropout(dropout)
 
+    @property
+    def has_cross(self) -> bool:
+        return hasattr(self, "cross")
+
     def reset_parameters(self) -> None:
         self.norm1.reset_parameters()
         self.attn.reset_parameters()
+        if self.has_cross:
+            self.norm_cross.reset_parameters()
+            self.cross.reset_parameters()
         self.norm2.reset_parameters()
         self.mlp.reset_parameters()
 
-    def forward(self, x: torch.Tensor, **attention_inputs: Any) -> torch.Tensor:
-        """x (B, N, C) -> (B, N, C); attention_inputs go to AttentionLayer.forward."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        cross_cache: Any = None,
+        **attention_inputs: Any,
+    ) -> torch.Tensor:
+        """x (B, N, C) -> (B, N, C); attention_inputs go to AttentionLayer.forward. memory
+        (B, M, C) and memory_mask bool (B, M): what the cross-attention reads, if any."""
         x = x + self.dropout(self.attn(self.norm1(x), **attention_inputs))
+        if self.has_cross:
+            y = self.norm_cross(x)
+            x = x + self.dropout(
+                self.cross(y, memory=memory, key_padding_mask=memory_mask, cache=cross_cache)
+            )
         return x + self.mlp(self.norm2(x))

@@ -7,6 +7,7 @@ Plugins: attention (an instance, copied into each layer, so each layer owns its 
 norm and mlp (factories the model calls with its sizes). The model returns logits; the loss is the
 training objective's (nima.train.objectives). With a KV cache (`new_cache`), a forward continues
 the cached sequence: a prompt is prefilled in one call, then tokens are decoded one at a time.
+The stack (embedding to final norm) is nima.models.stack's, shared with BERT and seq2seq.
 
 Init is GPT-2's, and each module owns its part (`reset_parameters`, see nima.models.blocks):
 weights N(0, 0.02), the two projections that write into the residual stream scaled by
@@ -16,26 +17,23 @@ their own parameters; the model never touches them.
 
 from __future__ import annotations
 
-import copy
-import math
-from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
 import torch
 from torch import nn
 
 from nima.contracts import Attention
-from nima.errors import ConfigError
-from nima.models.blocks import AttentionLayer, Block, GeluMLP, LayerNorm
 from nima.models.cache import KVCache
 from nima.models.positional import Positional
+from nima.models.stack import TransformerStack
 from nima.validation import Range, checked
 
 Size = Annotated[int, Range(ge=1)]
 
 
 @checked  # gin bindings and Python calls alike are checked against these annotations
-class GPT(nn.Module):
+class GPT(TransformerStack):
     """Decoder-only transformer (GPT-2 layout) built from attention, positional, norm and mlp plugins."""
 
     def __init__(
@@ -55,43 +53,11 @@ class GPT(nn.Module):
         norm: Callable[..., nn.Module] | None = None,  # a factory: @norm.layernorm (None: it)
         mlp: Callable[..., nn.Module] | None = None,  # a factory: @mlp.gelu (None: it)
     ):
-        super().__init__()
-        if attention is None or positional is None:
-            raise ConfigError(
-                "GPT needs an attention plugin instance and a positional plugin factory, e.g. "
-                "GPT.attention = @attention.sdpa() and GPT.positional = @positional.rope"
-            )
-        if d_model % n_heads:
-            raise ConfigError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        n_kv_heads = n_kv_heads or n_heads
-        if n_heads % n_kv_heads:
-            raise ConfigError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
-        norm, mlp = norm or LayerNorm, mlp or GeluMLP
-        self.vocab_size, self.context_length = vocab_size, context_length
-        self.n_kv_heads, self.head_dim = n_kv_heads, d_model // n_heads
-
-        self.token_embedding = nn.Embedding(vocab_size, d_model)
-        self.positional = positional(
-            d_model=d_model, n_heads=n_heads, head_dim=self.head_dim, max_len=context_length
-        )
-        residual_std = 0.02 / math.sqrt(2 * n_layers)  # GPT-2: n_layers blocks x 2 residual adds
-        hidden = int(mlp_ratio * d_model)
-
-        def block() -> Block:  # each layer its own modules, its own copy of the attention plugin
-            attn = AttentionLayer(
-                d_model, n_heads, n_kv_heads, copy.deepcopy(attention), causal=True, bias=bias,
-                residual_std=residual_std,
-            )  # fmt: skip
-            ff = mlp(
-                d_model=d_model, hidden=hidden, bias=bias, dropout=dropout,
-                residual_std=residual_std,
-            )  # fmt: skip
-            return Block(d_model, attn=attn, mlp=ff, norm=norm, bias=bias, dropout=dropout)
-
-        self.blocks = nn.ModuleList(block() for _ in range(n_layers))
-        self.norm = norm(d_model=d_model, bias=bias)
+        super().__init__(
+            vocab_size, context_length, d_model, n_layers, n_heads, n_kv_heads, mlp_ratio,
+            dropout, bias, attention, positional, norm, mlp, causal=True,
+        )  # fmt: skip
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-        self.dropout = nn.Dropout(dropout)
         if tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
         self.reset_parameters()
@@ -102,10 +68,7 @@ class GPT(nn.Module):
         Run once after every module is built, so a seed gives the weights GPT-2's walk over
         the parameters gave.
         """
-        nn.init.normal_(self.token_embedding.weight, mean=0.0, std=0.02)
-        for block in self.blocks:
-            block.reset_parameters()
-        self.norm.reset_parameters()
+        super().reset_parameters()
         if self.lm_head.weight is not self.token_embedding.weight:
             nn.init.normal_(self.lm_head.weight, mean=0.0, std=0.02)
 
@@ -124,67 +87,11 @@ class GPT(nn.Module):
         cache: a KVCache from new_cache; idx then continues the cached sequences.
         key_padding_mask: bool (B, N), False at padding tokens of idx (cached tokens keep theirs).
         """
-        B, N = idx.shape
-        start = 0 if cache is None else cache.length
-        if positions is None:
-            positions = torch.arange(start, start + N, device=idx.device)  # (N,)
-        k_positions, key_mask = positions, key_padding_mask  # every key: these, or the cache's
-        if cache is not None:
-            k_positions, key_mask = cache.append(positions, key_padding_mask, N)  # (B, Nk) each
-        # Once per forward, shared by every layer (RoPE: cos/sin; ALiBi: the bias); no host sync.
-        angles = self.positional.prepare(positions)
-        bias = self.positional.bias(positions, k_positions)  # (B or 1, H, N, Nk) or None
-        x = self.token_embedding(idx)  # (B, N, d_model)
-        x = self.dropout(self.positional.embed(x, angles))
-        for i, block in enumerate(self.blocks):
-            x = block(
-                x,
-                positional=self.positional,
-                angles=angles,
-                key_padding_mask=key_mask,
-                bias=bias,
-                cache=None if cache is None else cache.layer(i),
-            )  # (B, N, d_model); fmt: skip
-        if last_only:
-            x = x[:, -1:]  # (B, 1, d_model)
-        return self.lm_head(self.norm(x))  # (B, N or 1, vocab)
-
-    def new_cache(
-        self,
-        batch_size: int,
-        max_len: int | None = None,
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> KVCache:
-        """An empty KV cache for batch_size sequences of up to max_len (context_length) positions.
-
-        dtype and device default to the parameters'; under autocast pass the compute dtype.
-        """
-        weight = self.token_embedding.weight
-        return KVCache(
-            len(self.blocks), batch_size, self.n_kv_heads, self.head_dim,
-            max_len or self.context_length, dtype=dtype or weight.dtype,
-            device=device or weight.device,
-        )  # fmt: skip
-
-    def plugins(self) -> Iterator[tuple[str, Any]]:
-        """(family, instance) for every plugin this model runs, each layer's own: what the
-        capability check before training inspects."""
-        yield "positional", self.positional
-        for block in self.blocks:
-            yield "norm", block.norm1
-            yield "attention", block.attn.attention
-            yield "norm", block.norm2
-            yield "mlp", block.mlp
-        yield "norm", self.norm
-
-    @property
-    def attention(self) -> Any:
-        """The first layer's attention plugin instance (each layer holds its own copy)."""
-        return self.blocks[0].attn.attention
-
-    def num_parameters(self, non_embedding: bool = True) -> int:
-        """Parameter count; non-embedding excludes the token embedding (and a tied head), as nanoGPT."""
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.token_embedding.weight.numel() if non_embedding else n
+        x = self.hidden(
+            idx,
+            positions=positions,
+            cache=cache,
+            key_padding_mask=key_padding_mask,
+            last_only=last_only,
+        )  # (B, N or 1, d_model)
+        return self.lm_head(x)  # (B, N or 1, vocab)

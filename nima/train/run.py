@@ -27,6 +27,7 @@ from nima.runs import (
     release,
     seed_everything,
 )
+from nima.train import objectives
 from nima.train.distributed import World, join, leave
 from nima.train.metrics import MetricsFile, truncate_metrics
 from nima.train.progress import ProgressDisplay
@@ -101,7 +102,8 @@ def _train(
         check_model_plugins(model, system, device, settings.precision)  # before any write
         encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
         meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
-        trainer = Trainer(settings, model, prepared.splits, device, system, meta, world)
+        splits = objectives.or_default(settings.objective).prepare(prepared, settings.dataset)
+        trainer = Trainer(settings, model, splits, device, system, meta, world)
     run_dir = _take_run_dir(world, run_dir, resume, config_files)  # nothing failed
     try:  # the run directory is this process's until it returns
         return _run_in(
@@ -233,14 +235,25 @@ def _evaluate_and_sample(
     and, where the dataset has one, the test split; and a sample from the trained model."""
     s, track = trainer.s, display.track if display else None
     results: dict[str, Any] = {"final_eval": s.final_eval}
+    objective = trainer.objective
     for split, prefix in (("val", "final_val"), ("test", "test")):
         if split not in prepared.splits:  # a test split only where the dataset has one
             continue
-        loss = trainer.final_evaluation(track, split)
+        measured = trainer.final_evaluation(track, split)
+        loss = measured.pop("loss")
         results[f"{prefix}_loss"] = loss
         results[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
-        if s.final_eval == "full":  # exact only when every token of the split was scored
+        results.update({f"{prefix}_{name}": value for name, value in measured.items()})
+        # exact only when every token of the split was scored once
+        if s.final_eval == "full" and objective.scores_every_token:
             results[f"{split}_bits_per_char"] = prepared.bits_per_char(loss, split)
+    if hasattr(objective, "report"):  # e.g. seq2seq: exact match and chrF of decoded answers
+        results.update(objective.report(trainer.model, prepared.tokenizer, trainer.splits))
+    if hasattr(objective, "sample"):  # what this objective's model makes of the prompt
+        results["sample"] = objective.sample(
+            trainer.model, prepared.tokenizer, s.sample_prompt, device=trainer.device
+        )
+        return results
     results["sample"] = sample_text(
         trainer.model,
         prepared.tokenizer,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import gin
 
 from nima.contracts import Dataset, Sampler, Tokenizer
+from nima.train.objectives import Objective
 from nima.validation import Range
 
 Positive = Annotated[int, Range(ge=1)]
@@ -27,6 +28,9 @@ class TrainSettings:
     tokenizer: Tokenizer | None = None  # instance (trained on the train split if empty)
     optimizer: Callable[..., Any] | None = None  # factory: optimizer(model) -> Optimizer
     scheduler: Callable[..., Any] | None = None  # factory: scheduler(optimizer, total_steps)
+    # instance: @objective.masked_lm(); it builds the batches and computes the loss. None:
+    # next-token prediction (objective.causal_lm)
+    objective: Objective | None = None
     samplers: Sequence[Sampler] = field(default_factory=list)  # instances, for the sample
     # instances: [@logger.jsonl(), @logger.progress(), @logger.tensorboard()]; None: jsonl and
     # progress. metrics.jsonl is always written (resume, plots and studies read it).

@@ -21,15 +21,14 @@ import numpy as np
 import torch
 
 from nima.capabilities import check_model
-from nima.errors import ConfigError, DataError, NimaError
+from nima.errors import ConfigError, NimaError
 from nima.hooks import PluginSystem
 from nima.runs import load_checkpoint, read_training_state, save_checkpoint
-from nima.train import distributed
+from nima.train import distributed, objectives
+from nima.train.batches import Batch
 from nima.train.distributed import ALONE, World
-from nima.train.objectives import causal_lm
 from nima.train.settings import TrainSettings
 
-Batch = tuple[torch.Tensor, torch.Tensor]
 Track = Callable[[list[Batch], str], Iterable[Batch]]  # wraps batches in a progress display
 
 
@@ -67,90 +66,14 @@ def check_model_plugins(
     check_model(model, system.registries, device=device.type, dtype=dtype)  # every layer's plugins
 
 
-def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of the model on one batch: the one place the trainer
-    calls the model (the model returns logits; the objective computes the loss)."""
-    return causal_lm(model, x, y)
-
-
 class Diverged(NimaError):
     """A loss or gradient became NaN or Inf under train.nonfinite = 'stop'."""
 
 
-class Batches:
-    """Random (x, y) windows of one split, from a seeded generator (repeatable on CPU).
-
-    Each optimizer step draws `batch_size x accumulation x world` offsets at once and this
-    process takes its `accumulation` micro-batches from its rank's share: the windows of a
-    step do not depend on how they are split into micro-batches and processes.
-    """
-
-    def __init__(
-        self,
-        ids: np.ndarray,
-        context: int,
-        batch_size: int,
-        seed: int,
-        device,
-        accumulation: int = 1,
-        world: int = 1,
-        rank: int = 0,
-    ):
-        if len(ids) <= context + 1:
-            raise DataError(
-                f"A split of {len(ids)} tokens is too short for windows of {context + 1} tokens "
-                f"(the model's context_length + 1): use more data or a shorter GPT.context_length."
-            )
-        self.data = torch.from_numpy(np.asarray(ids, dtype=np.int64))
-        self.context, self.batch_size, self.device = context, batch_size, device
-        self.accumulation, self.world, self.rank = accumulation, world, rank
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def offsets(self, n: int) -> torch.Tensor:
-        return torch.randint(len(self.data) - self.context - 1, (n,), generator=self.generator)
-
-    def take(self, offsets: torch.Tensor) -> Batch:
-        window = torch.arange(self.context + 1)
-        chunk = self.data[offsets[:, None] + window]  # (B, context + 1)
-        return chunk[:, :-1].to(self.device), chunk[:, 1:].to(self.device)
-
-    def next(self) -> Batch:
-        return self.take(self.offsets(self.batch_size))
-
-    def next_step(self) -> list[Batch]:
-        """This process's micro-batches of the next optimizer step."""
-        offsets = self.offsets(self.batch_size * self.accumulation * self.world)
-        shares = offsets.view(self.world, self.accumulation, self.batch_size)
-        return [self.take(micro) for micro in shares[self.rank]]
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: Iterable[Batch]) -> float:
-    """Mean cross-entropy over `batches`, weighted by target count; the model's mode is kept."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        for x, y in batches:
-            loss = _loss(model, x, y)
-            total += loss.item() * y.numel()
-            count += y.numel()
-    finally:
-        model.train(was_training)
-    return total / count
-
-
-def full_split_batches(ids: np.ndarray, context: int, batch_size: int, device) -> list[Batch]:
-    """The whole split as consecutive windows (every token predicted once), batched."""
-    data = torch.from_numpy(np.asarray(ids, dtype=np.int64))
-    n = (len(data) - 1) // context
-    x = data[: n * context].view(n, context)
-    y = data[1 : n * context + 1].view(n, context)
-    batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size)]
-    tail = len(data) - 1 - n * context  # the last partial window
-    if tail > 0:
-        batches.append((data[n * context : -1][None], data[n * context + 1 :][None]))
-    return [(bx.to(device), by.to(device)) for bx, by in batches]
+def evaluate(model: torch.nn.Module, batches: Iterable[Batch], objective: Any = None) -> float:
+    """The objective's mean loss over `batches`, each weighted by its count of scored targets
+    (not its size: padding and unmasked tokens count nothing); the model's mode is kept."""
+    return objectives.evaluate_batches(model, batches, objectives.or_default(objective))["loss"]
 
 
 def emit(system: PluginSystem, event: str, **kwargs: Any) -> None:
@@ -208,7 +131,8 @@ class Trainer:
         checkpoint_meta: dict,
         world: World = ALONE,
     ):
-        self.s, self.model, self.splits = settings, model, splits
+        self.s, self.model, self.splits = settings, model, splits  # the objective's prepare()
+        self.objective = objectives.or_default(settings.objective)  # builds batches, owns the loss
         self.device, self.system = device, system
         self.checkpoint_meta, self.world = checkpoint_meta, world
         # FSDP2: shard the model in place before the optimizer is built on its parameters
@@ -230,17 +154,20 @@ class Trainer:
         self.step, self.tokens = 0, 0  # optimizer steps done, training tokens seen
         self.best, self.best_step = math.inf, None  # the best val loss on the fixed batches
         context = model.context_length
-        self.train_batches = Batches(
+        self.train_batches = self.objective.batches(
             splits["train"],
-            context,
-            settings.batch_size,
-            settings.seed,
-            device,
+            context=context,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            device=device,
             accumulation=settings.accumulation_steps,
             world=world.size,
             rank=world.rank,
         )
-        val = Batches(splits["val"], context, settings.batch_size, settings.seed + 1, device)
+        val = self.objective.batches(
+            splits["val"], context=context, batch_size=settings.batch_size,
+            seed=settings.seed + 1, device=device,
+        )  # fmt: skip
         self.eval_set = [val.next() for _ in range(settings.eval_batches)]  # fixed for the run
         self.stop = StopRequest()
         # the module training steps call (DDP-wrapped and/or compiled, sharing the model's
@@ -265,14 +192,14 @@ class Trainer:
         which the non-finite guard needs before the optimizer may touch the weights."""
         model, s = self.model, self.s
         total = torch.zeros((), device=self.device)
-        for i, (x, y) in enumerate(micro_batches):
+        for i, batch in enumerate(micro_batches):
             # DDP averages gradients over the ranks once, after the last micro-batch
             last = i == len(micro_batches) - 1
             if self.sharded:  # FSDP likewise reduce-scatters once, after the last
                 model.set_requires_gradient_sync(last)
             with self.ddp.no_sync() if self.ddp and not last else contextlib.nullcontext():
                 with self.autocast():
-                    loss = _loss(self.step_model, x, y) / len(micro_batches)
+                    loss = self.objective.loss(self.step_model, batch) / len(micro_batches)
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         total = self.world.mean(total)  # the loss over the whole effective batch
@@ -302,13 +229,13 @@ class Trainer:
         """torch.compile's warm-up (the first compiled forward and backward) and its speedup
         over eager on one micro-batch: forward and backward only, no optimizer step, RNG
         streams restored, so training goes on exactly as it would have."""
-        x, y = self.eval_set[0][0][: self.s.batch_size], self.eval_set[0][1][: self.s.batch_size]
+        batch = self.eval_set[0]  # batch_size examples
 
         def seconds(module: torch.nn.Module, n: int) -> float:
             start = time.perf_counter()
             for _ in range(n):
                 with self.autocast():
-                    loss = _loss(module, x, y)
+                    loss = self.objective.loss(module, batch)
                 loss.backward()
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -506,10 +433,13 @@ class Trainer:
                 self.advance()
                 step = self.step
                 if step % s.eval_interval == 0 or step == s.steps:
-                    val_loss = evaluate(self.model, self.eval_set)
+                    measured = objectives.evaluate_batches(
+                        self.model, self.eval_set, self.objective
+                    )
                     if self.sharded:  # one value, so every rank gathers the same checkpoints
-                        val_loss = self.world.broadcast(val_loss)
-                    metrics = {"val_loss": val_loss}
+                        measured = self.world.broadcast(measured)
+                    val_loss = measured["loss"]
+                    metrics = {f"val_{name}": value for name, value in measured.items()}
                     self._emit("nima_evaluate", run=self.run, step=step, metrics=metrics)
                     if val_loss < self.best:
                         self.best, self.best_step = val_loss, step
@@ -540,21 +470,25 @@ class Trainer:
         )
         return self.run.summary
 
-    def final_evaluation(self, track: Track | None = None, split: str = "val") -> float:
-        """Loss of the best checkpoint over the whole `split` (train.final_eval = "full"), or
-        over eval_batches fixed windows of it. A run that was not interrupted has a best
-        checkpoint: its last step is always evaluated."""
+    def final_evaluation(self, track: Track | None = None, split: str = "val") -> dict[str, float]:
+        """The objective's metrics ("loss" first) for the best checkpoint over the whole `split`
+        (train.final_eval = "full"), or over eval_batches fixed batches of it. A run that was
+        not interrupted has a best checkpoint: its last step is always evaluated."""
         load_checkpoint(self.model, self.checkpoint_path("best"))
-        context = self.model.context_length
-        if self.s.final_eval == "full":
-            ids = self.splits[split]
-            batches = full_split_batches(ids, context, self.s.batch_size * 4, self.device)
+        context, s = self.model.context_length, self.s
+        if s.final_eval == "full":
+            batches = self.objective.full_split(
+                self.splits[split], context=context, batch_size=s.batch_size * 4,
+                device=self.device, seed=s.seed + 2,
+            )  # fmt: skip
         elif split == "val":
             batches = self.eval_set
         else:
-            draw = Batches(
-                self.splits[split], context, self.s.batch_size, self.s.seed + 2, self.device
-            )
-            batches = [draw.next() for _ in range(self.s.eval_batches)]
+            draw = self.objective.batches(
+                self.splits[split], context=context, batch_size=s.batch_size, seed=s.seed + 2,
+                device=self.device,
+            )  # fmt: skip
+            batches = [draw.next() for _ in range(s.eval_batches)]
         name = "final eval" if split == "val" else f"final eval ({split})"
-        return evaluate(self.model, track(batches, name) if track else batches)
+        batches = track(batches, name) if track else batches
+        return objectives.evaluate_batches(self.model, batches, self.objective)

@@ -223,10 +223,14 @@ class MaskedLM:
         }
 
     def sample(self, model, tokenizer, prompt: str, *args: Any, **kwargs: Any) -> str:
-        """The prompt with each mask filled by the model's most likely token."""
+        """The prompt with each mask filled by the model's most likely token (after training, a
+        prompt it cannot fill is said so, not raised: the run is complete and saved)."""
         from nima.fill import fill_masks
 
-        return fill_masks(model, tokenizer, prompt, top=1)[0]
+        try:
+            return fill_masks(model, tokenizer, prompt, top=1)[0]
+        except ConfigError as exc:
+            return f"(train.sample_prompt not filled: {exc})"
 
 
 def evaluate_batches(

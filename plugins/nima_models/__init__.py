@@ -1,6 +1,7 @@
 """Built-in NIMA model plugins, registered through the `nima` entry-point group."""
 
 from nima import hookimpl
+from nima.models.bert import BERT
 from nima.models.gpt import GPT
 
 
@@ -8,3 +9,4 @@ from nima.models.gpt import GPT
 def nima_register(registry) -> None:
     """Register the built-in models (configured in gin by class name: GPT.n_layers = 4)."""
     registry.model("gpt", GPT, gin_name="GPT")
+    registry.model("bert", BERT, gin_name="BERT")

@@ -41,6 +41,12 @@ ROLE_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The mask token of masked-LM training is not a role a tokenizer is given (adding one to every
+# tokenizer would shift every vocabulary): it is the special token of one of these names, which
+# a config adds where it needs one, e.g. char.special_tokens = ['<mask>'].
+MASK_TOKENS: tuple[str, ...] = ("<mask>", "[MASK]", "<|mask|>")
+
+
 def roles_by_name(special_tokens: Collection[str], unk: str | None = None) -> dict[str, str | None]:
     """Each role's special token, recognised by its usual name (`ROLE_NAMES`), else None.
 
@@ -148,6 +154,16 @@ class Tokenizer:
     @property
     def eos_id(self) -> int | None:
         return self._role_id("eos")
+
+    @property
+    def mask_token(self) -> str | None:
+        """The masked-LM mask: the first special token named as in MASK_TOKENS, else None."""
+        return next((t for t in MASK_TOKENS if t in self._special_ids), None)
+
+    @property
+    def mask_id(self) -> int | None:
+        token = self.mask_token
+        return None if token is None else self._special_ids[token]
 
     def _require_role(self, role: str, needed_by: str) -> int:
         """The id of `role`, or a ValueError saying what needed it and how to go without."""

@@ -14,6 +14,7 @@ from nima.bench import add_bench_arguments, main_bench
 from nima.compare import add_compare_arguments
 from nima.data.cli import add_data_arguments
 from nima.errors import ConfigError, NimaError
+from nima.fill import add_fill_arguments
 from nima.hooks import for_command
 from nima.study.cli import add_study_arguments
 from nima.validation import Range, cli_type
@@ -64,10 +65,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if f"{prefix}_loss" not in summary:  # a test split only where the dataset has one
             continue
         bits = summary.get(f"{split}_bits_per_char")
+        shown = (f"{prefix}_loss", f"{prefix}_perplexity")
+        more = [(k.removeprefix(f"{prefix}_"), v) for k, v in summary.items()
+                if k.startswith(f"{prefix}_") and k not in shown]  # the objective's metrics  # fmt: skip
         print(
             f"{what} loss: {summary[f'{prefix}_loss']:.4f} ({scope}, checkpoint of step "
             f"{summary['best_step']}), perplexity {summary[f'{prefix}_perplexity']:.2f}"
             + (f", {bits:.4f} bits per character" if bits is not None else "")
+            + "".join(f", {name} {value:.4f}" for name, value in more)
         )
     print(
         f"steps {summary['steps']}, wall {summary['wall_s']:.1f}s, "
@@ -187,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(sub, parents=[common])
     add_study_arguments(sub, parents=[common])
     add_compare_arguments(sub, parents=[common])
+    add_fill_arguments(sub, parents=[common])
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The `nima` command: run | plugins | generate | plot | bench | data."""
+"""The `nima` command: run | plugins | generate | chat | plot | bench | data."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from nima.compare import add_compare_arguments
 from nima.data.cli import add_data_arguments
 from nima.errors import ConfigError, NimaError
 from nima.fill import add_fill_arguments
+from nima.generate.chat import add_chat_arguments
+from nima.generate.cli import add_generate_arguments
 from nima.hooks import for_command
 from nima.study.cli import add_study_arguments
 from nima.validation import Range, cli_type
@@ -97,27 +99,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from nima.generate.from_run import generate_from_run
-
-    print(
-        generate_from_run(
-            args.run_dir,
-            args.prompt,
-            args.max_new_tokens,
-            for_command(args.disable_plugins),
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            greedy=args.greedy,
-            seed=args.seed,
-            device_name=args.device,
-            checkpoint=args.checkpoint,
-        )
-    )
-    return 0
-
-
 def cmd_plot(args: argparse.Namespace) -> int:
     from nima.plot import plot_runs
 
@@ -163,18 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--family", help="only this family")
     plugins.set_defaults(func=cmd_plugins)
 
-    gen = sub.add_parser("generate", parents=[common], help="sample from a run's best checkpoint")
-    gen.add_argument("run_dir", type=Path)
-    gen.add_argument("--prompt", default="\n")
-    gen.add_argument("--max-new-tokens", type=Count, default=200)
-    gen.add_argument("--temperature", type=cli_type(Annotated[float, Range(gt=0)]), default=1.0)
-    gen.add_argument("--top-k", type=Count)
-    gen.add_argument("--top-p", type=cli_type(Annotated[float, Range(gt=0, le=1)]))
-    gen.add_argument("--greedy", action="store_true")
-    gen.add_argument("--seed", type=cli_type(Annotated[int, Range(ge=0)]), default=0)
-    gen.add_argument("--device")
-    gen.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    gen.set_defaults(func=cmd_generate)
+    add_generate_arguments(sub, parents=[common])
+    add_chat_arguments(sub, parents=[common])
 
     bench = sub.add_parser("bench", help="benchmarks: attention kernels side by side")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)

@@ -3,6 +3,7 @@
 import nima
 attn = nima.get("attention", "sdpa")()      # build an instance with its defaults
 nima.plugins("positional")                  # list registered entries
+m = nima.load("runs/gpt-...")               # a trained run: m.generate(...), m.stream(...)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from nima.hookspecs import hookimpl
 from nima.registry import FAMILIES, Entry
 
 __version__ = "0.1.0"
-__all__ = ["FAMILIES", "Entry", "NimaError", "get", "hookimpl", "plugins", "entry"]
+__all__ = ["FAMILIES", "Entry", "NimaError", "get", "hookimpl", "plugins", "entry", "load"]
 
 
 def get(family: str, name: str) -> Any:
@@ -36,3 +37,11 @@ def plugins(family: str | None = None) -> list[Entry]:
     from nima.hooks import system
 
     return system().registries.entries(family)
+
+
+def load(run_dir: Any, checkpoint: str = "best", device: str | None = None) -> Any:
+    """A finished run as a LanguageModel (nima.generate.api): `.generate(prompts, ...)` and
+    `.stream(prompt, ...)`; checkpoint "best" or "last"; device as `nima run --device`."""
+    from nima.generate.from_run import load as load_run
+
+    return load_run(run_dir, checkpoint, device)

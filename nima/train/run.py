@@ -260,7 +260,6 @@ def _evaluate_and_sample(
         s.sample_prompt,
         s.sample_tokens,
         s.samplers,
-        trainer.device,
         s.seed,
     )
     return results

@@ -1,39 +1,73 @@
-"""Decoding over sampler plugins: processors reshape logits, a selector (or sampling) picks a token."""
+"""Generation: a decoding strategy (sample, beam) runs the engine's prefill and cached decode
+steps, with the sampler chain picking tokens. See engine.py for what a model must provide.
+
+    from nima.generate import Job, SamplerChain, complete
+    job = Job([[5, 6, 7]], max_new_tokens=20, chain=SamplerChain([Temperature(0.8)]), seed=0)
+    [completion] = complete(model, job)            # strategy: sample (the default)
+    completion.ids, completion.finish_reason
+
+Python users start from `nima.load(run_dir)` (nima.generate.api).
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from nima.errors import ConfigError
+from nima.generate.engine import Completion, Job, Piece, Run
+from nima.generate.processing import RowRandom, SamplerChain, token_counts
+
+__all__ = [
+    "Completion", "Job", "Piece", "RowRandom", "SamplerChain", "complete", "encode_prompt",
+    "generate", "run", "sample_text", "token_counts",
+]  # fmt: skip
 
 
-class SamplerChain:
-    """Apply logits processors in order, then select: the last sampler's `select`, else sample."""
+def default_strategy() -> Any:
+    from nima_samplers.strategies import Sample
 
-    def __init__(self, samplers: Sequence[Any] = ()) -> None:
-        selectors = [i for i, s in enumerate(samplers) if hasattr(s, "select")]
-        if selectors and selectors != [len(samplers) - 1]:
-            raise ConfigError(
-                "a selector sampler (such as greedy) must come last in the chain and only once; "
-                f"got {[type(s).__name__ for s in samplers]}"
-            )
-        self.samplers = list(samplers)
-
-    def __call__(self, logits: torch.Tensor, generator: torch.Generator | None = None):
-        """logits (B, V) -> next token ids (B,)."""
-        logits = logits.float()
-        for sampler in self.samplers:
-            logits = sampler(logits)
-        if self.samplers and hasattr(self.samplers[-1], "select"):
-            return self.samplers[-1].select(logits, generator)
-        probs = logits.softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return Sample()
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def _decoding(model: torch.nn.Module):
+    """Eval mode without gradients, the caller's mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def run(model: torch.nn.Module, job: Job, strategy: Any = None) -> Run:
+    """The strategy's run (default: sample) as a generator of Pieces returning Completions. The
+    model decodes in eval mode without gradients, and the caller's mode is back between pieces."""
+    steps = (strategy or default_strategy())(model, job)
+    while True:
+        with _decoding(model):
+            try:
+                piece = next(steps)
+            except StopIteration as end:
+                return end.value
+        yield piece
+
+
+def complete(model: torch.nn.Module, job: Job, strategy: Any = None) -> list[Completion]:
+    """Run to the end; one Completion per prompt."""
+    steps = run(model, job, strategy)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
 def generate(
     model: torch.nn.Module,
     idx: torch.Tensor,
@@ -42,20 +76,13 @@ def generate(
     generator: torch.Generator | None = None,
     stop_id: int | None = None,
 ) -> torch.Tensor:
-    """Extend idx (B, N) by up to max_new_tokens, re-reading the last context_length tokens each
-    step. The model decodes in eval mode (no dropout) and is left in the mode it came in."""
-    was_training = model.training
-    model.eval()
-    try:
-        for _ in range(max_new_tokens):
-            logits = model(idx[:, -model.context_length :], last_only=True)  # (B, 1, V)
-            next_id = sampler(logits[:, -1, :], generator)  # (B,)
-            idx = torch.cat([idx, next_id[:, None]], dim=1)
-            if stop_id is not None and bool((next_id == stop_id).all()):
-                break
-    finally:
-        model.train(was_training)
-    return idx
+    """idx (B, N) extended by max_new_tokens through the cached engine -> (B, N + new); rows
+    that stop early at stop_id are filled with it. generator: its seed seeds row i with seed + i."""
+    seed = generator.initial_seed() if generator is not None else 0
+    job = Job(idx.tolist(), max_new_tokens, sampler, seed=seed, eos_id=stop_id)
+    fill = stop_id if stop_id is not None else 0
+    rows = [c.ids + [fill] * (max_new_tokens - len(c.ids)) for c in complete(model, job)]
+    return torch.cat([idx, torch.tensor(rows, dtype=idx.dtype, device=idx.device)], dim=1)
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
@@ -74,11 +101,12 @@ def sample_text(
     prompt: str,
     n_tokens: int,
     samplers: Sequence[Any],
-    device: torch.device,
     seed: int,
 ) -> str:
-    """`prompt` continued by `n_tokens` tokens through the sampler chain."""
-    ids = torch.tensor([encode_prompt(tokenizer, prompt)], dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    out = generate(model, ids, n_tokens, SamplerChain(samplers), generator=generator)
-    return tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
+    """`prompt` continued by `n_tokens` tokens through the sampler chain (the end-of-run sample;
+    the window slides past context_length)."""
+    ids = encode_prompt(tokenizer, prompt)
+    if n_tokens > 0:
+        job = Job([ids], n_tokens, SamplerChain(samplers), seed=seed)
+        ids = ids + complete(model, job)[0].ids
+    return tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,15 +1,42 @@
-"""Built-in NIMA sampler plugins, registered through the `nima` entry-point group."""
+"""Built-in samplers (logits processors and selectors) and decoding strategies, registered
+through the `nima` entry-point group."""
 
 from nima import hookimpl
-from nima_samplers.samplers import Greedy, Temperature, TopK, TopP
+from nima_samplers.samplers import (
+    FrequencyPenalty,
+    Greedy,
+    MinP,
+    NoRepeatNgram,
+    PresencePenalty,
+    RepetitionPenalty,
+    Sample,
+    Temperature,
+    TopK,
+    TopP,
+    Typical,
+)
+from nima_samplers.strategies import Beam
+from nima_samplers.strategies import Sample as SampleStrategy
+
+PROCESSORS = {
+    "temperature": Temperature,
+    "top_k": TopK,
+    "top_p": TopP,
+    "min_p": MinP,
+    "typical": Typical,
+    "repetition_penalty": RepetitionPenalty,
+    "frequency_penalty": FrequencyPenalty,
+    "presence_penalty": PresencePenalty,
+    "no_repeat_ngram": NoRepeatNgram,
+}
 
 
 @hookimpl
 def nima_register(registry) -> None:
-    """Register the built-in samplers."""
-    registry.sampler("greedy", Greedy, capabilities={"kind": "selector", "rule": "greedy"})
-    registry.sampler(
-        "temperature", Temperature, capabilities={"kind": "processor", "rule": "temperature"}
-    )
-    registry.sampler("top_k", TopK, capabilities={"kind": "processor", "rule": "top_k"})
-    registry.sampler("top_p", TopP, capabilities={"kind": "processor", "rule": "top_p"})
+    """Register the built-in samplers and strategies."""
+    for name, cls in PROCESSORS.items():
+        registry.sampler(name, cls, capabilities={"kind": "processor"})
+    registry.sampler("greedy", Greedy, capabilities={"kind": "selector"})
+    registry.sampler("sample", Sample, capabilities={"kind": "selector"})
+    registry.strategy("sample", SampleStrategy)
+    registry.strategy("beam", Beam)

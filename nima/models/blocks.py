@@ -16,7 +16,7 @@ the residual stream (attention's and the MLP's `proj`) N(0, residual_std), which
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -95,10 +95,18 @@ class FeedForward(nn.Module):
 
 
 class GeluMLP(FeedForward):
-    """fc -> GELU -> proj (GPT-2; the exact erf GELU)."""
+    """fc -> GELU -> proj (GPT-2; the exact erf GELU, or with approximate='tanh' the tanh
+    approximation OpenAI's GPT-2 weights were trained with, Hugging Face's "gelu_new")."""
+
+    def __init__(
+        self, d_model: int, hidden: int, bias: bool = False, dropout: float = 0.0,
+        residual_std: float = 0.02, approximate: Literal["none", "tanh"] = "none",
+    ) -> None:  # fmt: skip
+        super().__init__(d_model, hidden, bias, dropout, residual_std)
+        self.approximate = approximate
 
     def activate(self, h: torch.Tensor) -> torch.Tensor:
-        return F.gelu(h)
+        return F.gelu(h, approximate=self.approximate)
 
 
 class SwiGLU(FeedForward):

@@ -9,6 +9,7 @@ from nima_positional.alibi import ALiBi, alibi_slopes
 from nima_positional.rope import RoPE, apply_rope, rope_cos_sin
 
 import nima
+from nima.errors import ConfigError
 from nima.models.gpt import GPT
 from nima.models.positional import Positional
 from nima.testing.positional import check_relative_bias, check_rope_parity
@@ -335,3 +336,81 @@ def test_none_is_the_identity():
     positions = torch.arange(5)
     assert none.embed(x, positions) is x
     assert none.rotate(q, k, positions) == (q, k)
+
+
+# --- RoPE's interleaved layout -----------------------------------------------------------------
+
+
+def pairs_to_halves(x: torch.Tensor) -> torch.Tensor:
+    """Dimensions (0, 1, 2, 3, ...) -> (0, 2, 4, ..., 1, 3, 5, ...): interleaved pairs to halves."""
+    return torch.cat((x[..., 0::2], x[..., 1::2]), dim=-1)
+
+
+def halves_to_pairs(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.stack((first, second), dim=-1).flatten(-2)
+
+
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 0), (torch.float16, 0)]
+)
+@pytest.mark.parametrize("shape", [(2, 4, 7, 8), (1, 3, 1, 16), (3, 2, 33, 64)])
+@pytest.mark.parametrize("batched", [False, True])
+def test_interleaved_rope_is_half_rope_on_permuted_dimensions(shape, dtype, tol, batched):
+    """Interleaved pairs (2i, 2i+1) rotate as the half layout's pairs (i, i + D/2) after a fixed
+    permutation: values and gradients. fp32 within 1e-6 (a complex multiply rounds as its own
+    mul-add); bf16/fp16 identical after the cast back (both are fp32 math)."""
+    B, H, N, D = shape
+    positions = torch.randint(
+        0, 500, (B, N) if batched else (N,), generator=torch.Generator().manual_seed(1)
+    )
+    half, interleaved = RoPE(head_dim=D), RoPE(head_dim=D, layout="interleaved")
+    x = rand(*shape, seed=N).to(dtype).requires_grad_()
+    got = interleaved.rotate(x, x, positions)[0]
+    want = halves_to_pairs(half.rotate(pairs_to_halves(x), x, positions)[0])
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
+    grad = rand(*shape, seed=N + 1).to(dtype)
+    (g_got,) = torch.autograd.grad(got, x, grad)
+    (g_want,) = torch.autograd.grad(want, x, grad)
+    torch.testing.assert_close(g_got.float(), g_want.float(), atol=tol or 1e-2, rtol=tol or 1e-2)
+
+
+def test_interleaved_rope_reads_q_and_k_in_place_and_at_odd_offsets():
+    """q and k sliced out of a fused qkv projection are rotated without a copy; a tensor whose
+    pairs cannot be viewed as complex numbers (odd storage offset) is copied, same result."""
+    B, N, H, D = 2, 9, 4, 8
+    rope = RoPE(head_dim=D, layout="interleaved")
+    qkv = rand(B, N, 3 * H * D + 1, seed=3)
+    q = qkv[..., : H * D].view(B, N, H, D).transpose(1, 2)  # a strided view, even offsets
+    k_odd = qkv[..., 1 : 1 + H * D].reshape(B, N, H, D).transpose(1, 2)  # offset 1: copied
+    got_q, got_k = rope.rotate(q, k_odd, torch.arange(N))
+    want_q, want_k = rope.rotate(q.contiguous(), k_odd.contiguous(), torch.arange(N))
+    # within an ulp: the vectorised complex multiply may round a strided input differently
+    torch.testing.assert_close(got_q, want_q, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got_k, want_k, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shift", [0, 5, 1000])
+def test_interleaved_rope_scores_depend_only_on_relative_offset(shift):
+    rope = RoPE(head_dim=16, layout="interleaved")
+    q, k = rand(1, 2, 6, 16, seed=4), rand(1, 2, 6, 16, seed=5)
+    positions = torch.arange(6)
+    scores = lambda p: torch.einsum("bhid,bhjd->bhij", *rope.rotate(q, k, p))  # noqa: E731
+    torch.testing.assert_close(scores(positions + shift), scores(positions), atol=1e-4, rtol=1e-4)
+
+
+def test_interleaved_gpt_compiles_and_never_syncs():
+    model = GPT(vocab_size=37, context_length=16, d_model=32, n_layers=2, n_heads=4,
+                attention=nima.get("attention", "sdpa")(),
+                positional=lambda **kw: RoPE(**kw, layout="interleaved"))  # fmt: skip
+    idx = torch.randint(0, 37, (2, 11))
+    explanation = torch._dynamo.explain(model)(idx)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_rope_layouts_are_checked():
+    with pytest.raises(ConfigError, match="layout='pairs'.*'half', 'interleaved'"):
+        RoPE(head_dim=8, layout="pairs")
+    with pytest.raises(ConfigError, match="rope_triton.*'half'"):
+        nima.get("positional", "rope_triton")(head_dim=8, layout="interleaved")

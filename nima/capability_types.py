@@ -38,6 +38,9 @@ class AttentionCapabilities(Common, total=False):
     masks: list[Mask]
     bias: bool  # takes an additive attention bias (positional.alibi needs it)
     deterministic: bool
+    # reference(instance) -> the attention function it must match, for a plugin that computes
+    # another function by design (default: attention.reference); nima.testing calls it in float64
+    reference: Callable[..., Any]
 
 
 class PositionalCapabilities(Common, total=False):

@@ -244,3 +244,117 @@ def _empty_rows(
     if mask is not None:
         visible = visible & mask[:, None, :]
     return ~visible.any(dim=-1)[:, None, :]
+
+
+# --- the conformance kit: one check per property and per declared dtype ---------------------
+
+# Each property of the contract, forward only in float32, with cases chosen to isolate it.
+PROPERTY_CASES: dict[str, tuple[str, tuple[AttentionCase, ...]]] = {
+    "causal": (
+        "query i sees keys j <= i",
+        (
+            AttentionCase(1, 1, 1, 1, 1, 16, causal=True),
+            AttentionCase(2, 4, 4, 37, 37, 32, causal=True),
+            AttentionCase(1, 2, 2, 64, 64, 16, causal=True),
+        ),
+    ),
+    "odd_lengths": (
+        "sequence lengths that fill no block",
+        (
+            AttentionCase(2, 4, 4, 37, 37, 32, causal=False),
+            AttentionCase(1, 2, 2, 19, 53, 16, causal=False),
+        ),
+    ),
+    "gqa": (
+        "grouped-query and multi-query attention (H % Hkv == 0)",
+        (
+            AttentionCase(2, 4, 2, 37, 37, 16, causal=True, strided=True),
+            AttentionCase(1, 3, 1, 23, 23, 32, causal=False),
+        ),
+    ),
+    "nq_ne_nk": (
+        "Nq != Nk with the queries last (KV-cache decode, chunked prefill)",
+        (
+            AttentionCase(1, 3, 3, 1, 45, 64, causal=True),
+            AttentionCase(2, 2, 2, 19, 50, 32, causal=True),
+            AttentionCase(1, 2, 2, 20, 29, 16, causal=False),
+        ),
+    ),
+    "key_padding": (
+        "key_padding_mask hides keys",
+        (
+            AttentionCase(2, 2, 2, 19, 50, 32, causal=True, padding="random"),
+            AttentionCase(2, 4, 4, 20, 29, 16, causal=False, padding="random"),
+        ),
+    ),
+    "masked_rows": (
+        "a query with no visible key gives zeros, not NaN",
+        (
+            AttentionCase(1, 2, 2, 40, 17, 16, causal=True),
+            AttentionCase(2, 2, 2, 33, 33, 24, causal=False, padding="empty", scale=0.3),
+        ),
+    ),
+}
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+HEAD_DIMS = (8, 16, 24, 40, 64, 80, 128)  # powers of two and the ones that pad a block
+
+
+def attention_checks(entry, device: str) -> list:
+    """The attention family's checks of `entry` on `device` (see nima.testing.kit)."""
+    from nima.testing.kit import Check, device_skip, dtypes_on
+
+    caps = entry.capabilities
+    on_device, skip = device_skip(entry, device)
+    declared_dtypes = dtypes_on(entry, device, DTYPES)
+    base = "float32" if "float32" in declared_dtypes else (declared_dtypes or ["float32"])[0]
+    backward = bool(caps.get("backward"))
+    masks = caps.get("masks")
+    owed = {  # properties every attention plugin owes; `masks` narrows the masking ones
+        "causal": masks is None or "causal" in masks,
+        "nq_ne_nk": masks is None or "causal_bottom_right" in masks,
+        "key_padding": masks is None or "key_padding" in masks,
+    }
+    head_dims = caps.get("head_dims")
+    dims = [d for d in HEAD_DIMS if head_dims is None or d in head_dims]
+
+    def parity(cases, dtype: str, grad: bool):
+        def run():
+            attn = entry.obj().to(device)
+            reference = caps["reference"](attn) if "reference" in caps else None
+            return check_attention_parity(
+                attn, dtype=getattr(torch, dtype), cases=cases, device=device, grad=grad,
+                reference=reference,
+            )  # fmt: skip
+
+        return run
+
+    def check(capability: str, what: str, declared: bool, run) -> Check:
+        return Check("attention", entry.name, capability, what, on_device and declared, run, skip)
+
+    checks = []
+    for name, (what, cases) in PROPERTY_CASES.items():
+        checks.append(check(name, what, owed.get(name, True), parity(cases, base, False)))
+    checks.append(
+        check(
+            "backward",
+            "dq, dk, dv match the reference",
+            backward,
+            parity(DEFAULT_CASES, base, True),
+        )
+    )
+    checks.append(
+        check("bias", "an additive bias of each broadcastable shape", bool(caps.get("bias")),
+              parity(BIAS_CASES, base, backward))
+    )  # fmt: skip
+    dim_cases = tuple(AttentionCase(1, 2, 1, 33, 33, d, causal=True) for d in dims)
+    checks.append(
+        check("head_dims", f"head dims {', '.join(map(str, dims))}", bool(dims),
+              parity(dim_cases, base, backward))
+    )  # fmt: skip
+    for dtype in DTYPES:
+        checks.append(
+            check(dtype, f"parity in {dtype} (tolerance {TOLERANCES[getattr(torch, dtype)]:g})",
+                  dtype in declared_dtypes, parity(DEFAULT_CASES[:4], dtype, backward))
+        )  # fmt: skip
+    return checks

@@ -133,3 +133,72 @@ def check_layer_parity(
             worst[name] = max(worst.get(name, 0.0), err)
             assert err <= tolerance, f"{label}: {name} max relative error {err:.3g}"  # NaN fails
     return worst
+
+
+# --- the conformance kit: norm and mlp plugins against the formula they declare ---------------
+
+REFERENCES: dict[str, Callable[[float], Reference]] = {
+    "layernorm": lambda eps: layernorm_reference(eps),
+    "rmsnorm": lambda eps: rmsnorm_reference(eps),
+    "gelu": lambda eps: mlp_reference("gelu"),
+    "swiglu": lambda eps: mlp_reference("swiglu"),
+    "relu2": lambda eps: mlp_reference("relu2"),
+}
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+D_MODEL = 24
+
+
+def build_layer(family: str, factory: Callable[..., nn.Module]) -> nn.Module:
+    """A norm or MLP instance as a model builds it (nima.contracts.Norm / MLP), with biases."""
+    if family == "norm":
+        return factory(d_model=D_MODEL, bias=True)
+    return factory(d_model=D_MODEL, hidden=40, bias=True, dropout=0.0, residual_std=0.02)
+
+
+def layer_checks(entry, device: str) -> list:
+    """A norm or mlp plugin's checks: parity with its declared `formula` in each declared dtype,
+    gradients (backward), and the shape contract (any plugin)."""
+    from nima.testing.kit import Check, device_skip, dtypes_on
+
+    caps = entry.capabilities
+    on_device, skip = device_skip(entry, device)
+    formula = caps.get("formula")
+    backward = bool(caps.get("backward"))
+    dtypes = dtypes_on(entry, device, DTYPES)
+
+    def parity(dtype: str, grad: bool):
+        def run():
+            layer = build_layer(entry.family, entry.obj)
+            reference = REFERENCES[formula](getattr(layer, "eps", 1e-5))
+            return check_layer_parity(
+                layer, reference, dtype=getattr(torch, dtype), device=device, grad=grad
+            )
+
+        return run
+
+    def shape():
+        layer = build_layer(entry.family, entry.obj).to(device)
+        x = torch.randn(2, 7, D_MODEL, device=device)
+        y = layer(x)
+        assert y.shape == x.shape and y.dtype == x.dtype, (
+            f"(2, 7, {D_MODEL}) float32 in, {y.dtype} {tuple(y.shape)} out"
+        )
+        assert torch.isfinite(y).all(), "non-finite output on a standard normal input"
+
+    def check(capability: str, what: str, declared: bool, run) -> Check:
+        return Check(entry.family, entry.name, capability, what, on_device and declared, run, skip)
+
+    base = "float32" if "float32" in dtypes else (dtypes or ["float32"])[0]
+    checks = [
+        check("shape", "(..., d_model) -> (..., d_model), finite", True, shape),
+        check("formula", f"matches the {formula} formula", formula is not None, parity(base, False)),
+        check("backward", "input and parameter gradients match the formula's",
+              backward and formula is not None, parity(base, True)),
+    ]  # fmt: skip
+    for dtype in DTYPES:
+        tol = TOLERANCES[getattr(torch, dtype)]
+        checks.append(
+            check(dtype, f"parity in {dtype} (tolerance {tol:g})",
+                  dtype in dtypes and formula is not None, parity(dtype, backward))
+        )  # fmt: skip
+    return checks

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -200,3 +201,107 @@ def check_relative_bias(
             worst = max(worst, change)
             assert change <= atol, f"{label}, shifted by {shift}: the bias changed by {change:.3g}"
     return worst
+
+
+# --- the conformance kit: relative offsets and chunked feeding, whatever point a plugin acts at -
+
+N_HEADS, HEAD_DIM, MAX_LEN = 4, 16, 128
+
+
+def build_positional(factory: Callable[..., Any], device: str) -> Any:
+    """A positional plugin as a model builds it (nima.contracts.Positional)."""
+    module = factory(
+        d_model=N_HEADS * HEAD_DIM, n_heads=N_HEADS, head_dim=HEAD_DIM, max_len=MAX_LEN
+    )
+    return module.to(device)
+
+
+def check_chunked(module: Any, *, device: str = "cpu", seed: int = 0, atol: float = 1e-5) -> None:
+    """A sequence fed whole and fed in chunks with explicit positions (what a KV cache does)
+    gives the same embeddings, rotated q and k, and attention bias, at every point."""
+    g = torch.Generator().manual_seed(seed)
+    B, N, d = 2, 29, N_HEADS * HEAD_DIM
+    x = torch.randn(B, N, d, generator=g).to(device)
+    q = torch.randn(B, N_HEADS, N, HEAD_DIM, generator=g).to(device)
+    k = torch.randn(B, N_HEADS, N, HEAD_DIM, generator=g).to(device)
+    positions = torch.arange(N, device=device)
+    with torch.no_grad():
+        whole = module.prepare(positions)
+        x_all, (q_all, k_all) = module.embed(x, whole), module.rotate(q, k, whole)
+        bias_all = module.bias(positions, positions)
+        for start, stop in ((0, 11), (11, 12), (12, 29)):  # a prefill, one decode step, the rest
+            part = module.prepare(positions[start:stop])
+            pairs = [
+                ("embed", module.embed(x[:, start:stop], part), x_all[:, start:stop]),
+                *zip(
+                    ("rotate q", "rotate k"),
+                    module.rotate(q[:, :, start:stop], k[:, :, start:stop], part),
+                    (q_all[:, :, start:stop], k_all[:, :, start:stop]),
+                    strict=True,
+                ),
+            ]
+            bias = module.bias(positions[start:stop], positions[:stop])  # keys: the cache
+            if bias_all is not None or bias is not None:
+                assert bias is not None and bias_all is not None, "bias is None in one feeding only"
+                pairs.append(("bias", bias, bias_all[..., start:stop, :stop]))
+            for point, got, want in pairs:
+                err = (got.double() - want.double()).abs().max().item()
+                assert err <= atol, (
+                    f"positions {start}..{stop - 1} fed as a chunk: {point} differs from the whole "
+                    f"sequence's by {err:.3g} (atol {atol:g})"
+                )
+
+
+def check_relative_rotation(
+    module: Any, *, device: str = "cpu", seed: int = 0, shifts: tuple[int, ...] = (1, 17, 100)
+) -> float:
+    """Rotated q . k depends on the offset between positions only: shifting every position by
+    s leaves the scores (B, H, N, N) unchanged (relative tolerance 1e-4 in float32)."""
+    g = torch.Generator().manual_seed(seed)
+    B, N = 2, 13
+    q = torch.randn(B, N_HEADS, N, HEAD_DIM, generator=g).to(device)
+    k = torch.randn(B, N_HEADS, N, HEAD_DIM, generator=g).to(device)
+    positions = torch.arange(N, device=device)
+
+    def scores(pos: torch.Tensor) -> torch.Tensor:
+        rq, rk = module.rotate(q, k, module.prepare(pos))
+        return rq.double() @ rk.double().transpose(-1, -2)  # (B, H, N, N)
+
+    with torch.no_grad():
+        base = scores(positions)
+        worst = 0.0
+        for shift in shifts:
+            change = (scores(positions + shift) - base).abs().max().item() / base.abs().max().item()
+            worst = max(worst, change)
+            assert change <= 1e-4, (
+                f"shifting every position by {shift} changed q . k by {change:.3g} (relative)"
+            )
+    return worst
+
+
+def positional_checks(entry, device: str) -> list:
+    """A positional plugin's checks: chunked == whole (any plugin), relative offsets (one that
+    rotates q and k, or adds an attention bias)."""
+    from nima.testing.kit import Check, device_skip
+
+    on_device, skip = device_skip(entry, device)
+    acts_on = entry.capabilities.get("acts_on") or []
+
+    def chunked():
+        check_chunked(build_positional(entry.obj, device), device=device)
+
+    def relative():
+        module = build_positional(entry.obj, device)
+        if "rotate" in acts_on:
+            check_relative_rotation(module, device=device)
+        if "bias" in acts_on:
+            check_relative_bias(module.bias, n_heads=N_HEADS, device=device)
+
+    def check(capability: str, what: str, declared: bool, run) -> Check:
+        return Check("positional", entry.name, capability, what, on_device and declared, run, skip)
+
+    return [
+        check("chunked", "fed in chunks with explicit positions == fed whole", True, chunked),
+        check("relative", "rotations and biases depend on position offsets only",
+              "rotate" in acts_on or "bias" in acts_on, relative),
+    ]  # fmt: skip

@@ -17,6 +17,7 @@ import torch
 from nima.testing.attention import BIAS_CASES, DEFAULT_CASES, check_attention_parity, random_cases
 
 from nima_example import SoftcapAttention, SoftcapError
+from nima_example.reference import softcap_reference
 
 CASES = list(DEFAULT_CASES) + list(BIAS_CASES) + random_cases(8, seed=7, bias=True)
 
@@ -35,28 +36,6 @@ def test_large_cap_approaches_the_reference() -> None:
         SoftcapAttention(cap=1e5), dtype=torch.float64, cases=CASES, tolerance=1e-6
     )
     assert worst["out"] > 0  # capped, so not bit-identical to plain attention
-
-
-def softcap_reference(cap: float):
-    """Softcap attention written independently and naively: K/V repeated per query head."""
-
-    def attn(q, k, v, *, causal, scale=None, key_padding_mask=None, bias=None):
-        group = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        n_q, n_k = q.shape[2], k.shape[2]
-        scale = q.shape[-1] ** -0.5 if scale is None else scale
-        scores = torch.tanh(q @ k.transpose(-2, -1) * scale / cap) * cap  # (B, H, Nq, Nk)
-        if bias is not None:
-            scores = scores + bias  # after the cap
-        visible = torch.ones(q.shape[0], 1, n_q, n_k, dtype=torch.bool)
-        if causal:
-            visible &= torch.ones(n_q, n_k, dtype=torch.bool).tril(diagonal=n_k - n_q)
-        if key_padding_mask is not None:
-            visible &= key_padding_mask[:, None, None, :]
-        probs = scores.masked_fill(~visible, -1e30).softmax(dim=-1) * visible
-        return probs @ v
-
-    return attn
 
 
 @pytest.mark.parametrize("cap", [1.0, 5.0, 50.0])

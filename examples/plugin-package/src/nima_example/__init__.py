@@ -11,11 +11,13 @@ from typing import Any
 import nima
 
 from nima_example.attention import SoftcapAttention, SoftcapError
+from nima_example.reference import reference_for
 
 __all__ = ["SoftcapAttention", "SoftcapError"]
 
 # Declared capabilities let `nima run` refuse a config this kernel cannot serve before training
-# starts (see nima/capabilities.py); None means "any".
+# starts, and tell `nima check` / nima.testing what to verify (their types:
+# nima.capability_types.AttentionCapabilities; a misspelt key is an error). None means "any".
 CAPABILITIES: dict[str, Any] = {
     "backward": True,
     "dtypes": ["float32", "float64", "float16", "bfloat16"],
@@ -23,6 +25,7 @@ CAPABILITIES: dict[str, Any] = {
     "head_dims": None,
     "masks": ["causal", "causal_bottom_right", "key_padding"],
     "bias": True,  # an additive attention bias (positional.alibi needs it)
+    "reference": reference_for,  # what it must match: the softcap formula, not plain attention
 }
 
 

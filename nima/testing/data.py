@@ -1,0 +1,165 @@
+"""Conformance checks for dataset and logger plugins.
+
+dataset: built with its defaults; `splits()` gives non-empty text for train and val, and
+`checksum()` is a stable string (the same twice, and from a second instance). A dataset that
+cannot be built here (it needs a path, or data this machine lacks: a DataError) is skipped with
+its message, not failed.
+logger: built with its defaults, it gets every trainer event through NIMA's own dispatch
+(nima.train.trainer.emit) without raising; and after one of its own hooks raises, the run's
+events go on, it is dropped with a warning naming it, and its close() still works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from nima.errors import DataError
+
+EVENTS = ("nima_train_start", "nima_train_step", "nima_evaluate", "nima_train_end")
+
+
+class Unavailable(Exception):
+    """The plugin cannot be checked on this machine (the reason is the message)."""
+
+
+def _dataset(factory: Any) -> Any:
+    try:
+        dataset = factory()
+        splits = dataset.splits()
+    except DataError as exc:
+        raise Unavailable(" ".join(str(exc).split())) from None
+    return dataset, splits
+
+
+def check_splits(factory: Any) -> dict[str, int]:
+    dataset, splits = _dataset(factory)
+    assert isinstance(splits, dict), f"splits() returned {type(splits).__name__}, not a dict"
+    for name in ("train", "val"):
+        text = splits.get(name)
+        assert isinstance(text, str) and text, f"split {name!r} is missing or empty"
+    for name, text in splits.items():
+        assert isinstance(text, str) and text, f"split {name!r} is empty or not text"
+    return {name: len(text) for name, text in splits.items()}
+
+
+def check_checksum(factory: Any) -> None:
+    dataset, _ = _dataset(factory)
+    first, again, other = dataset.checksum(), dataset.checksum(), factory().checksum()
+    assert isinstance(first, str) and first, f"checksum() returned {first!r}"
+    assert first == again == other, (
+        f"checksum() is not stable: {first!r}, then {again!r}, a second instance {other!r}"
+    )
+
+
+def fake_run(run_dir: Path) -> SimpleNamespace:
+    """What a logger's hooks see of a run (nima.train.trainer.Run), for a 2-step run."""
+    import torch
+
+    class ToyModel(torch.nn.Linear):  # what the contract's Model offers a logger
+        def num_parameters(self, non_embedding: bool = True) -> int:
+            return sum(p.numel() for p in self.parameters())
+
+    return SimpleNamespace(
+        run_dir=run_dir, start_step=0, total_steps=2, device=torch.device("cpu"),
+        model=ToyModel(2, 2), settings=SimpleNamespace(), summary={},
+    )  # fmt: skip
+
+
+def _send_events(logger: Any, run: Any) -> tuple[bool, str]:
+    """Every trainer event, through NIMA's dispatch: (whether the logger is still registered,
+    that is never dropped for raising; what was printed to stderr)."""
+    from nima.hooks import PluginSystem
+    from nima.train.trainer import emit
+
+    system = PluginSystem()
+    system.pm.register(logger)
+    metrics = {  # what the trainer sends (Trainer.advance)
+        "train_loss": 2.5, "lr": 1e-3, "grad_norm": 0.7, "tokens_per_s": 1e4,
+        "flops_per_s": 1e9, "tokens": 256, "loss_spikes": 0,
+    }  # fmt: skip
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        emit(system, "nima_train_start", run=run)
+        emit(system, "nima_train_step", run=run, step=1, metrics=metrics)
+        emit(
+            system,
+            "nima_evaluate",
+            run=run,
+            step=2,
+            metrics={"val_loss": 2.4, "val_perplexity": 11.0},
+        )
+        emit(system, "nima_train_step", run=run, step=2, metrics=metrics)
+        emit(system, "nima_train_end", run=run, summary={"steps": 2})
+    return system.pm.is_registered(logger), stderr.getvalue()
+
+
+def check_events(factory: Any) -> None:
+    quiet = contextlib.redirect_stderr(io.StringIO())  # a progress display draws on stderr
+    with quiet, tempfile.TemporaryDirectory(prefix="nima-check-") as folder:
+        logger = factory()
+        kept, printed = _send_events(logger, fake_run(Path(folder)))
+        raised = [line for line in printed.splitlines() if "warning:" in line]
+        assert kept, f"it raised on a trainer event: {' '.join(raised)}"
+        logger.close()
+
+
+def check_own_error(factory: Any) -> None:
+    quiet = contextlib.redirect_stderr(io.StringIO())
+    with quiet, tempfile.TemporaryDirectory(prefix="nima-check-") as folder:
+        logger = factory()
+        hooks = [e for e in EVENTS[1:3] if callable(getattr(logger, e, None))]
+        if not hooks:
+            raise Unavailable("it implements neither nima_train_step nor nima_evaluate")
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("injected by nima.testing")
+
+        original = getattr(type(logger), hooks[0])
+        broken.__dict__.update(original.__dict__)  # keep pluggy's hookimpl marker
+        setattr(logger, hooks[0], broken)
+        kept, printed = _send_events(logger, fake_run(Path(folder)))
+        assert not kept, "a logger whose hook raised was not dropped"
+        assert "injected by nima.testing" in printed, "the injected error was not reported"
+        logger.close()
+
+
+def _available(fn):
+    """Turn Unavailable into the kit's skip (raised as a marked exception)."""
+
+    def run():
+        try:
+            return fn()
+        except Unavailable as exc:
+            from nima.testing.kit import Skip
+
+            raise Skip(str(exc)) from None
+
+    return run
+
+
+def dataset_checks(entry, device: str) -> list:
+    from nima.testing.kit import Check
+
+    return [
+        Check("dataset", entry.name, "splits", "train and val splits of non-empty text", True,
+              _available(lambda: check_splits(entry.obj))),
+        Check("dataset", entry.name, "checksum", "a stable checksum", True,
+              _available(lambda: check_checksum(entry.obj))),
+    ]  # fmt: skip
+
+
+def logger_checks(entry, device: str) -> list:
+    from nima.testing.kit import Check
+
+    return [
+        Check("logger", entry.name, "events", "every trainer event, without raising", True,
+              _available(lambda: check_events(entry.obj))),
+        Check("logger", entry.name, "own_error",
+              "after its own hook raises: dropped with a warning, the run goes on, close() works",
+              True, _available(lambda: check_own_error(entry.obj))),
+    ]  # fmt: skip

@@ -1,0 +1,39 @@
+"""The `nima` pytest plugin (entry point `pytest11`): expands `conformance(...)` tests.
+
+Cheap for projects that do not use it: importing this module imports neither torch nor any
+plugin; they load only when a test marked `nima_conformance` is collected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MARKER = "nima_conformance"  # nima.testing.conformance.MARKER
+
+
+def pytest_addoption(parser: Any) -> None:
+    group = parser.getgroup("nima", "NIMA plugin conformance")
+    group.addoption(
+        "--nima-device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="device the conformance checks run on (default: cpu)",
+    )
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(*selection): run NIMA's contract checks on the selected plugins "
+        "(nima.testing.conformance)",
+    )
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    marker = metafunc.definition.get_closest_marker(MARKER)
+    if marker is None or "nima_check" not in metafunc.fixturenames:
+        return
+    from nima.testing.conformance import declared_checks
+
+    checks = declared_checks(tuple(marker.args), metafunc.config.getoption("nima_device"))
+    metafunc.parametrize("nima_check", checks, ids=[c.id for c in checks])

@@ -1,0 +1,106 @@
+"""Conformance checks for sampler plugins: the rule each declares, on random logits.
+
+A processor maps logits (B, V) to logits (B, V), a ruled-out token getting -inf; a selector
+(`kind: selector`) also has `select(logits, rng) -> ids (B,)`. The rule a plugin declares
+(`rule` capability) is checked with the plugin's own parameter, read from the attribute named
+after it: top_k `.k`, top_p `.p`, min_p `.min_p`, temperature `.temperature`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+VOCABS = (1, 2, 7, 50, 1000)
+
+
+def call(processor: Any, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Call a processor as the sampler contract does: `(ids, logits)`, or `(logits)` for one
+    written against the first contract."""
+    params = [
+        p
+        for p in inspect.signature(processor).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return processor(ids, logits) if len(params) >= 2 else processor(logits)
+
+
+def random_rows(seed: int = 0):
+    """(ids (B, N), logits (B, V)) for each vocabulary size: distinct logits of spread scales."""
+    g = torch.Generator().manual_seed(seed)
+    for vocab in VOCABS:
+        scale = torch.tensor([[0.3], [1.0], [4.0]])  # flat, moderate and peaked rows
+        logits = torch.randn(3, vocab, generator=g) * scale  # (B, V)
+        ids = torch.randint(0, vocab, (3, 5), generator=g)  # (B, N) tokens so far
+        yield ids, logits
+
+
+def check_shape(processor: Any) -> None:
+    """(B, V) float in, (B, V) of the same dtype out; the input left as it was; no NaN."""
+    for ids, logits in random_rows():
+        before = logits.clone()
+        out = call(processor, ids, logits)
+        assert out.shape == logits.shape and out.dtype == logits.dtype, (
+            f"logits {tuple(logits.shape)} in, {out.dtype} {tuple(out.shape)} out"
+        )
+        assert torch.equal(logits, before), "the processor wrote into its input logits"
+        assert not out.isnan().any(), "NaN in the output"
+
+
+def _kept(out: torch.Tensor) -> torch.Tensor:
+    return out > float("-inf")  # (B, V) bool
+
+
+def check_rule(processor: Any, rule: str) -> None:
+    """The declared rule holds on every row (see each branch)."""
+    for ids, logits in random_rows(1):
+        out = call(processor, ids, logits)
+        probs = logits.softmax(-1)
+        for row in range(logits.shape[0]):
+            kept, p = _kept(out[row]), probs[row]
+            V = p.numel()
+            where = f"row {row} of V={V}"
+            if rule == "temperature":
+                want = logits[row] / processor.temperature
+                assert torch.allclose(out[row], want), f"{where}: logits are not divided by T"
+            elif rule == "top_k":
+                k = min(processor.k, V)
+                assert int(kept.sum()) == k, f"{where}: keeps {int(kept.sum())} tokens, k={k}"
+                top = set(torch.topk(p, k).indices.tolist())
+                assert set(kept.nonzero().flatten().tolist()) == top, (
+                    f"{where}: the kept tokens are not the k={k} most likely"
+                )
+            elif rule == "top_p":
+                order = torch.argsort(p, descending=True)
+                n = int(kept.sum())
+                assert kept[order[:n]].all(), f"{where}: the kept tokens are not the most likely"
+                mass = p[order[:n]].sum().item()
+                smaller = p[order[: n - 1]].sum().item()
+                assert mass >= processor.p - 1e-6, (
+                    f"{where}: the kept mass {mass:.4f} does not reach p={processor.p}"
+                )
+                assert smaller < processor.p, (
+                    f"{where}: keeps {n} tokens, but the {n - 1} most likely already reach "
+                    f"p={processor.p} ({smaller:.4f}): not the smallest set"
+                )
+            elif rule == "min_p":
+                want = p >= processor.min_p * p.max()
+                assert torch.equal(kept, want), f"{where}: keeps tokens below min_p * p_max"
+            elif rule == "greedy":
+                chosen = processor.select(out, None)
+                assert torch.equal(chosen, logits.argmax(-1)), "select is not the argmax"
+
+
+def sampler_checks(entry, device: str) -> list:
+    """A sampler plugin's checks, built with its defaults."""
+    from nima.testing.kit import Check
+
+    rule = entry.capabilities.get("rule")
+    return [
+        Check("sampler", entry.name, "shape", "(B, V) logits in and out, input untouched, no NaN",
+              True, lambda: check_shape(entry.obj())),
+        Check("sampler", entry.name, "rule", f"the {rule} rule", rule is not None,
+              lambda: check_rule(entry.obj(), rule)),
+    ]  # fmt: skip

@@ -1,0 +1,178 @@
+"""The conformance kit catches broken plugins, naming the property each breaks; the built-ins
+pass it; the pytest plugin turns one line into one test per plugin and declared capability."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from nima_attention.reference import ReferenceAttention
+from nima_positional.rope import RoPE
+from nima_samplers.samplers import TopP
+from nima_tokenizers.char import CharTokenizer
+
+import nima
+from nima.registry import Registry
+from nima.testing.kit import FAILING, NOT_DECLARED, SKIPPED, VERIFIED, collect, run_check, select
+from nima.testing.samplers import call
+
+ANYWHERE = {"backward": True, "devices": None, "dtypes": ["float32"]}
+
+
+def results(family: str, name: str, obj, capabilities: dict) -> dict[str, object]:
+    """Every check of one plugin registered on its own: {capability: Result}."""
+    entry = Registry(family).register(name, obj, package="broken", capabilities=capabilities)
+    return {c.capability: run_check(c) for c in collect([entry])}
+
+
+class IgnoresCausal(ReferenceAttention):
+    """The reference, but it attends to every key whatever `causal` says."""
+
+    def forward(self, q, k, v, *, causal, **kwargs):
+        return super().forward(q, k, v, causal=False, **kwargs)
+
+
+def test_attention_that_ignores_causal_is_named() -> None:
+    got = results("attention", "leaky", IgnoresCausal, {**ANYWHERE, "bias": True})
+    causal = got["causal"]
+    assert causal.status == FAILING
+    assert "attention.leaky breaks 'causal' (query i sees keys j <= i)" in causal.message
+    assert "out max relative error" in causal.message
+    # properties that do not involve the causal mask still pass: the failure is pinpointed
+    assert got["odd_lengths"].status == VERIFIED and got["key_padding"].status == FAILING
+    assert got["float64"].status == NOT_DECLARED  # dtypes declares float32 only
+
+
+class TopPKeepsOneMore:
+    """Keeps the smallest set reaching p, plus the next token."""
+
+    def __init__(self, p: float = 0.9) -> None:
+        self.p, self.top_p = p, TopP(p)
+
+    def __call__(self, ids, logits):
+        order = logits.argsort(dim=-1, descending=True)
+        kept = call(self.top_p, ids, logits) > float("-inf")
+        n = kept.sum(-1, keepdim=True).clamp(max=logits.size(-1) - 1)
+        extra = torch.zeros_like(kept).scatter(-1, order.gather(-1, n), True)
+        return logits.masked_fill(~(kept | extra), float("-inf"))
+
+
+def test_top_p_that_keeps_too_much_is_named() -> None:
+    got = results("sampler", "greedy_p", TopPKeepsOneMore, {"kind": "processor", "rule": "top_p"})
+    assert got["shape"].status == VERIFIED
+    rule = got["rule"]
+    assert rule.status == FAILING
+    assert "sampler.greedy_p breaks 'rule' (the top_p rule)" in rule.message
+    assert "not the smallest set" in rule.message
+
+
+def test_the_real_top_p_passes() -> None:
+    got = results("sampler", "top_p", TopP, {"kind": "processor", "rule": "top_p"})
+    assert got["rule"].status == VERIFIED, got["rule"].message
+
+
+class DropsACharacter(CharTokenizer):
+    """A char tokenizer that loses every 'q' when encoding."""
+
+    def _encode_text(self, text: str) -> list[int]:
+        return super()._encode_text(text.replace("q", ""))
+
+
+def test_tokenizer_that_drops_a_character_is_named() -> None:
+    got = results("tokenizer", "lossy", DropsACharacter, {"unk": True})
+    trip = got["round_trip"]
+    assert trip.status == FAILING
+    assert "tokenizer.lossy breaks 'round_trip'" in trip.message
+    assert "decode(encode(text))" in trip.message and "q" in trip.message
+    assert got["save_load"].status == VERIFIED
+
+
+class AbsoluteRotation(RoPE):
+    """RoPE whose angle also grows with the absolute position squared: not relative."""
+
+    def prepare(self, positions):
+        return super().prepare(positions + positions.square() // 7)
+
+
+def test_rotation_that_is_not_relative_is_named() -> None:
+    caps = {"backward": True, "devices": None, "acts_on": ["rotate"]}
+    got = results("positional", "absolute_rope", AbsoluteRotation, caps)
+    assert got["chunked"].status == VERIFIED  # explicit positions: still the same per position
+    assert got["relative"].status == FAILING
+    assert "breaks 'relative'" in got["relative"].message
+    assert "changed q . k" in got["relative"].message
+
+
+def test_a_crash_is_a_failure_naming_the_exception() -> None:
+    class Crashes(ReferenceAttention):
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    got = results("attention", "crashes", Crashes, ANYWHERE)
+    assert got["gqa"].status == FAILING
+    assert "raised RuntimeError: boom" in got["gqa"].message
+
+
+@pytest.mark.slow
+def test_every_builtin_passes_on_cpu() -> None:
+    """Every declared check of every built-in on CPU, the Triton kernels through the interpreter
+    (conftest sets TRITON_INTERPRET=1): none fails; the only skips are text_file's (it needs a
+    path). About 55 s on the shared 2-core machine, most of it Triton's interpreter and fused
+    Adam's first call."""
+    checks = collect(select(nima.plugins(), ["nima"]), device="cpu")
+    outcome = [run_check(c) for c in checks if c.declared]
+    failing = [str(r) for r in outcome if r.status == FAILING]
+    assert not failing, "\n".join(failing)
+    skipped = {r.check.id for r in outcome if r.status == SKIPPED}
+    assert all(s.startswith("dataset.text_file") for s in skipped), skipped
+    assert sum(r.status == VERIFIED for r in outcome) > 100
+
+
+def test_select_names_packages_families_and_plugins() -> None:
+    entries = nima.plugins()
+    assert {e.family for e in select(entries, ["attention"])} == {"attention"}
+    assert [e.name for e in select(entries, ["sampler.top_k"])] == ["top_k"]
+    with pytest.raises(nima.NimaError, match="'nima_nothing' selects no registered plugin"):
+        select(entries, ["nima_nothing"])
+
+
+BROKEN_PACKAGE = '''
+    """A test module of a plugin package whose attention ignores `causal`."""
+    from nima.hooks import system
+    from nima.testing.conformance import conformance
+    from nima_attention.reference import ReferenceAttention
+
+    class Leaky(ReferenceAttention):
+        def forward(self, q, k, v, *, causal, **kwargs):
+            return super().forward(q, k, v, causal=False, **kwargs)
+
+    class Plugin:
+        from nima import hookimpl
+
+        @staticmethod
+        @hookimpl
+        def nima_register(registry):
+            registry.attention("leaky", Leaky, capabilities={"backward": True, "dtypes": ["float32"]})
+
+    system().add_plugin(Plugin, package="leaky-attention")
+
+    test_leaky = conformance("leaky-attention")
+'''
+
+
+def test_pytest_plugin_makes_one_test_per_declared_capability(tmp_path: Path) -> None:
+    (tmp_path / "test_leaky.py").write_text(textwrap.dedent(BROKEN_PACKAGE))
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "test_leaky[attention.leaky:causal]" in out
+    assert "attention.leaky breaks 'causal' (query i sees keys j <= i)" in out
+    assert "test_leaky[attention.leaky:float16]" not in out  # not declared: not a test
+    assert "test_leaky[attention.leaky:odd_lengths] PASSED" in out or " passed" in out

@@ -181,9 +181,12 @@ class Tokenizer(Protocol):
 
 @runtime_checkable
 class Sampler(Protocol):
-    """sampler: a logits processor `(logits (B, V)) -> logits`, or a selector (see nima.generate)."""
+    """sampler: a logits processor `(ids (B, N), logits (B, V)) -> logits (B, V)` (ids: each
+    row's tokens so far; a ruled-out token gets -inf), or a selector that also has
+    `select(logits, rng) -> ids (B,)` (see nima.generate). `nima.testing` checks the `rule` a
+    sampler declares (temperature, top_k, top_p, min_p, greedy)."""
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor: ...
 
 
 @runtime_checkable

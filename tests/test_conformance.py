@@ -19,7 +19,6 @@ from nima_tokenizers.char import CharTokenizer
 import nima
 from nima.registry import Registry
 from nima.testing.kit import FAILING, NOT_DECLARED, SKIPPED, VERIFIED, collect, run_check, select
-from nima.testing.samplers import call
 
 ANYWHERE = {"backward": True, "devices": None, "dtypes": ["float32"]}
 
@@ -56,7 +55,7 @@ class TopPKeepsOneMore:
 
     def __call__(self, ids, logits):
         order = logits.argsort(dim=-1, descending=True)
-        kept = call(self.top_p, ids, logits) > float("-inf")
+        kept = self.top_p(ids, logits) > float("-inf")
         n = kept.sum(-1, keepdim=True).clamp(max=logits.size(-1) - 1)
         extra = torch.zeros_like(kept).scatter(-1, order.gather(-1, n), True)
         return logits.masked_fill(~(kept | extra), float("-inf"))

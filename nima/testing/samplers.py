@@ -1,30 +1,19 @@
 """Conformance checks for sampler plugins: the rule each declares, on random logits.
 
-A processor maps logits (B, V) to logits (B, V), a ruled-out token getting -inf; a selector
-(`kind: selector`) also has `select(logits, rng) -> ids (B,)`. The rule a plugin declares
+A processor is called `processor(ids, logits) -> logits`: ids (B, N) the tokens so far, logits
+(B, V), a ruled-out token getting -inf; a selector (`kind: selector`) also has
+`select(logits, rng) -> ids (B,)`. The rule a plugin declares
 (`rule` capability) is checked with the plugin's own parameter, read from the attribute named
 after it: top_k `.k`, top_p `.p`, min_p `.min_p`, temperature `.temperature`.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 
 VOCABS = (1, 2, 7, 50, 1000)
-
-
-def call(processor: Any, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Call a processor as the sampler contract does: `(ids, logits)`, or `(logits)` for one
-    written against the first contract."""
-    params = [
-        p
-        for p in inspect.signature(processor).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return processor(ids, logits) if len(params) >= 2 else processor(logits)
 
 
 def random_rows(seed: int = 0):
@@ -41,7 +30,7 @@ def check_shape(processor: Any) -> None:
     """(B, V) float in, (B, V) of the same dtype out; the input left as it was; no NaN."""
     for ids, logits in random_rows():
         before = logits.clone()
-        out = call(processor, ids, logits)
+        out = processor(ids, logits)
         assert out.shape == logits.shape and out.dtype == logits.dtype, (
             f"logits {tuple(logits.shape)} in, {out.dtype} {tuple(out.shape)} out"
         )
@@ -56,7 +45,7 @@ def _kept(out: torch.Tensor) -> torch.Tensor:
 def check_rule(processor: Any, rule: str) -> None:
     """The declared rule holds on every row (see each branch)."""
     for ids, logits in random_rows(1):
-        out = call(processor, ids, logits)
+        out = processor(ids, logits)
         probs = logits.softmax(-1)
         for row in range(logits.shape[0]):
             kept, p = _kept(out[row]), probs[row]

@@ -95,3 +95,24 @@ def test_disable_by_env_and_argument(site: Path, monkeypatch: pytest.MonkeyPatch
 def test_core_works_with_no_plugins() -> None:
     system = PluginSystem()  # nothing loaded
     assert system.registries.entries() == []
+
+
+MISSPELT = """
+    from nima import hookimpl
+
+    @hookimpl
+    def nima_register(registry):
+        registry.norm("fine_norm", object, capabilities={"backward": True})
+        registry.attention("typo", object, capabilities={"dtype": ["float32"]})
+"""
+
+
+def test_a_misspelt_capability_rolls_back_that_package_only(site: Path) -> None:
+    make_package(site, "typo-plugin", "typo_plugin", MISSPELT)
+    system = PluginSystem()
+    system.load_entry_points()
+    failures = {f.package: str(f) for f in system.failures}
+    assert "unknown capability 'dtype'" in failures["typo-plugin"]
+    assert "Did you mean 'dtypes'?" in failures["typo-plugin"]
+    assert "fine_norm" not in system.registries["norm"]  # registered before the typo: rolled back
+    assert "rmsnorm" in system.registries["norm"] and "sdpa" in system.registries["attention"]

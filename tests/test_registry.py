@@ -91,3 +91,41 @@ def test_capability_error_names_a_plugin_that_has_it() -> None:
     with pytest.raises(CapabilityError) as info:
         require(registry, gpu_only, device="cpu", backward=True)
     assert "device=cpu" in str(info.value) and "anywhere" in str(info.value)
+
+
+def test_a_misspelt_capability_is_an_error_naming_the_valid_keys() -> None:
+    """Typed capabilities: `dtype` for `dtypes` used to disable the dtype check silently."""
+    with pytest.raises(CapabilityError) as info:
+        Registry("attention").register("k", Fast, package="p", capabilities={"dtype": ["float32"]})
+    message = str(info.value)
+    assert "unknown capability 'dtype'" in message and "Did you mean 'dtypes'?" in message
+    assert "AttentionCapabilities" in message
+    assert all(key in message for key in ("backward: bool", "head_dims", "bias: bool", "masks"))
+
+
+@pytest.mark.parametrize(
+    ("family", "capabilities", "expected"),
+    [
+        ("attention", {"dtypes": "float32"}, "'dtypes' must be list["),
+        ("attention", {"dtypes": ["fp16"]}, "'float16'"),  # names the valid dtype spellings
+        ("attention", {"backward": "yes"}, "'backward' must be bool"),
+        ("attention", {"head_dims": [64, "128"]}, "'head_dims' must be sequence[int] | None"),
+        ("positional", {"acts_on": ["rotary"]}, "'acts_on' must be list['embed' | 'rotate'"),
+        ("sampler", {"rule": "nucleus"}, "'rule' must be"),
+        ("tokenizer", {"backward": True}, "unknown capability 'backward'"),
+    ],
+)
+def test_a_wrong_capability_type_is_an_error(
+    family: str, capabilities: dict, expected: str
+) -> None:
+    with pytest.raises(CapabilityError) as info:
+        Registry(family).register("k", Fast, package="pkg", capabilities=capabilities)
+    assert expected in str(info.value) and "'pkg'" in str(info.value)
+
+
+def test_well_typed_capabilities_are_kept_as_given() -> None:
+    caps = {"backward": True, "devices": None, "head_dims": range(1, 9), "bias": False,
+            "dtypes_by_device": {"cpu": ["float32"]}, "interpreter": {"cpu": "how"},
+            "reference": lambda attn: attn}  # fmt: skip
+    entry = Registry("attention").register("k", Fast, package="p", capabilities=caps)
+    assert entry.capabilities == caps

@@ -1,14 +1,17 @@
 """NIMA's training step vs a plain-PyTorch nanoGPT step, side by side in one process.
 
-    python benchmarks/bench_train.py [--rounds 8] [--steps 10] [--bind 'train.precision = "bf16"']
+    python benchmarks/bench_train.py [--rounds 8] [--steps 10] [--bind 'train.threads = 1']
+        [--variant 'learned=GPT.positional = @positional.learned' ...]
     pytest benchmarks/bench_train.py          # a short run of the same comparison
 
 NIMA's side is its trainer as `nima run experiments/gpt.gin` builds it (batches, accumulation,
 autocast, clipping, the non-finite guard, optimizer, scheduler and logging to metrics.jsonl:
 `Trainer.advance`). The plain side is nanoGPT's layout written out below: learned positions,
-pre-norm blocks, fused AdamW, the same shapes, batch and clipping. The two alternate in blocks
-of steps (interleaved, so machine load falls on both) and the ratio of median tokens/s is
-printed; above 1.0 NIMA is faster.
+pre-norm blocks, fused AdamW, the same shapes, batch and clipping, and (as nanoGPT's train.py)
+the run's autocast precision and torch.compile. Each `--variant NAME=BINDING[; BINDING]` adds
+another NIMA trainer with those bindings on top. All sides alternate in blocks of steps
+(interleaved, so machine load falls on each) and each one's median tokens/s is printed with its
+ratio to the plain step; above 1.0 NIMA is faster.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ def plain_step_fn(trainer, train_ids):
     model = NanoGPT(m.vocab_size, context, d, layers, heads).to(device)
     lr = trainer.optimizer.param_groups[0]["lr"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)
+    forward = torch.compile(model) if s.compile else model  # as nanoGPT's compile=True
     data = torch.tensor(train_ids, dtype=torch.long)
     steps = [0]
 
@@ -107,7 +111,8 @@ def plain_step_fn(trainer, train_ids):
         ix = torch.randint(len(data) - context - 1, (batch,))
         x = torch.stack([data[i : i + context] for i in ix]).to(device)
         y = torch.stack([data[i + 1 : i + 1 + context] for i in ix]).to(device)
-        loss = model(x, y)
+        with trainer.autocast():  # the run's precision, as nanoGPT's ctx
+            loss = forward(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         optimizer.step()
@@ -128,22 +133,35 @@ def tokens_per_s(step, n: int, tokens_per_step: int, device: torch.device) -> fl
     return n * tokens_per_step / (time.perf_counter() - start)
 
 
-def compare(rounds: int, steps: int, bindings: list[str]) -> dict[str, float]:
-    """Median tokens/s of each side over `rounds` interleaved blocks of `steps` steps."""
+def compare(
+    rounds: int, steps: int, bindings: list[str], variants: dict[str, list[str]] | None = None
+) -> dict[str, dict[str, float]]:
+    """Median tokens/s of NIMA (gpt.gin + bindings), each variant (bindings on top) and the
+    plain step, over `rounds` interleaved blocks of `steps` steps; ratios to the plain step."""
+    variants = {"nima": [], **(variants or {})}
     with tempfile.TemporaryDirectory() as tmp:
-        trainer, train_ids = nima_trainer(bindings, Path(tmp))
-        plain = plain_step_fn(trainer, train_ids)
-        tokens = trainer.tokens_per_step
-        nima_runs, plain_runs = [], []
-        for step in (trainer.advance, plain):  # warm-up: allocator, kernels, lazy state
-            tokens_per_s(step, 3, tokens, trainer.device)
+        sides = {}
+        for name, extra in variants.items():
+            run_dir = Path(tmp) / name
+            run_dir.mkdir()
+            trainer, train_ids = nima_trainer([*bindings, *extra], run_dir)
+            sides[name] = trainer.advance
+            if name == "nima":
+                sides["plain"] = plain_step_fn(trainer, train_ids)
+                tokens, device = trainer.tokens_per_step, trainer.device
+        runs: dict[str, list[float]] = {name: [] for name in sides}
+        for step in sides.values():  # warm-up: allocator, kernels, lazy state, compilation
+            tokens_per_s(step, 3, tokens, device)
         for r in range(rounds):
-            order = [(trainer.advance, nima_runs), (plain, plain_runs)]
-            for step, out in order if r % 2 == 0 else order[::-1]:
-                out.append(tokens_per_s(step, steps, tokens, trainer.device))
-    nima_tps, plain_tps = statistics.median(nima_runs), statistics.median(plain_runs)
-    return {"nima_tokens_per_s": nima_tps, "plain_tokens_per_s": plain_tps,
-            "ratio": nima_tps / plain_tps, "device": str(trainer.device)}  # fmt: skip
+            names = list(sides) if r % 2 == 0 else list(sides)[::-1]
+            for name in names:
+                runs[name].append(tokens_per_s(sides[name], steps, tokens, device))
+    plain = statistics.median(runs["plain"])
+    return {
+        name: {"tokens_per_s": statistics.median(r), "ratio": statistics.median(r) / plain,
+               "device": str(device)}
+        for name, r in runs.items()
+    }  # fmt: skip
 
 
 def test_nima_step_keeps_up_with_plain_pytorch() -> None:
@@ -159,21 +177,31 @@ def test_nima_step_keeps_up_with_plain_pytorch() -> None:
     finally:
         torch.set_num_threads(threads)
     # a short run on a shared machine: a regression guard, not the bar (run the script)
-    assert result["ratio"] > 0.8, result
+    assert result["nima"]["ratio"] > 0.8, result
+
+
+def variant(text: str) -> tuple[str, list[str]]:
+    """`NAME=BINDING[; BINDING]` -> (NAME, [BINDING, ...])."""
+    name, sep, bindings = text.partition("=")
+    if not sep or not name.strip() or name.strip() in ("nima", "plain"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=BINDING[; BINDING], NAME not nima or plain"
+        )
+    return name.strip(), [b.strip() for b in bindings.split(";") if b.strip()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--bind", action="append", default=[])
+    parser.add_argument("--bind", action="append", default=[], help="for every NIMA side")
+    parser.add_argument("--variant", action="append", default=[], type=variant)
     args = parser.parse_args()
-    result = compare(args.rounds, args.steps, args.bind)
-    print(
-        f"{result['device']}: NIMA {result['nima_tokens_per_s']:,.0f} tokens/s, plain PyTorch "
-        f"(nanoGPT layout) {result['plain_tokens_per_s']:,.0f} tokens/s: "
-        f"{result['ratio']:.3f}x"
-    )
+    results = compare(args.rounds, args.steps, args.bind, dict(args.variant))
+    print(f"{results['plain']['device']}, gpt.gin + {args.bind or 'no bindings'}:")
+    for name, result in results.items():
+        label = "plain PyTorch (nanoGPT layout)" if name == "plain" else name
+        print(f"  {label:32s} {result['tokens_per_s']:9,.0f} tokens/s  {result['ratio']:.3f}x")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from nima.runs import (
     claim_default,
     configured_settings,
     environment,
+    load_checkpoint,
     pick_device,
     reclaim,
     release,
@@ -100,6 +101,8 @@ def _train(
     with config.building():  # the model, optimizer and scheduler factories run here
         model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
         check_model_plugins(model, system, device, settings.precision)  # before any write
+        if settings.init_from and resume is None:  # fine-tuning: start from those weights
+            load_checkpoint(model, starting_checkpoint(settings.init_from))
         encode_prompt(tokenizer, settings.sample_prompt)  # not only after training
         meta = {"vocab_size": tokenizer.vocab_size, "data": prepared.metadata}
         splits = objectives.or_default(settings.objective).prepare(prepared, settings.dataset)
@@ -111,6 +114,19 @@ def _train(
         )
     finally:
         release(run_dir)
+
+
+def starting_checkpoint(init_from: str) -> Path:
+    """train.init_from's checkpoint: a .safetensors file, or a run directory's best one."""
+    path = Path(init_from)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.safetensors"
+    if not path.is_file():
+        raise ConfigError(
+            f"train.init_from = {init_from!r}: {path} does not exist. Give a run directory "
+            f"(its checkpoints/best.safetensors is loaded) or a .safetensors checkpoint."
+        )
+    return path
 
 
 def _take_run_dir(

@@ -31,6 +31,9 @@ class TrainSettings:
     # instance: @objective.masked_lm(); it builds the batches and computes the loss. None:
     # next-token prediction (objective.causal_lm)
     objective: Objective | None = None
+    # the model's starting weights (fine-tuning): a run directory (its best checkpoint) or a
+    # .safetensors checkpoint, e.g. a Hugging Face GPT-2 made a run by `nima import`
+    init_from: str | None = None
     samplers: Sequence[Sampler] = field(default_factory=list)  # instances, for the sample
     # instances: [@logger.jsonl(), @logger.progress(), @logger.tensorboard()]; None: jsonl and
     # progress. metrics.jsonl is always written (resume, plots and studies read it).

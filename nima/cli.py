@@ -18,6 +18,7 @@ from nima.fill import add_fill_arguments
 from nima.generate.chat import add_chat_arguments
 from nima.generate.cli import add_generate_arguments
 from nima.hooks import for_command
+from nima.interop.cli import add_interop_arguments
 from nima.study.cli import add_study_arguments
 from nima.validation import Range, cli_type
 
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_arguments(sub, parents=[common])
     add_compare_arguments(sub, parents=[common])
     add_fill_arguments(sub, parents=[common])
+    add_interop_arguments(sub, parents=[common])
     return parser
 
 

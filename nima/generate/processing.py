@@ -60,7 +60,7 @@ class SamplerChain:
                 f"once; got {[type(s).__name__ for s in samplers]}"
             )
         for s in samplers:
-            if not callable(s):
+            if isinstance(s, type) or not callable(s):
                 raise ConfigError(
                     f"a sampler must be an instance called as sampler(ids, logits), got {s!r} "
                     f"(in gin write @sampler.top_k(), with the parentheses)."

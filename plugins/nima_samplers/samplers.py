@@ -152,7 +152,7 @@ class NoRepeatNgram:
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         n, N = self.n, ids.size(1)
-        if N < n - 1 or N == 0:
+        if N < n:  # no whole n-gram yet
             return logits
         if n == 1:  # every token seen is banned
             return logits.masked_fill(token_counts(ids, logits.size(-1)) > 0, NEG_INF)

@@ -11,7 +11,7 @@ import pytest
 from nima.hooks import reset
 from nima.runs import read_checkpoint
 from nima.runs.records import read_metrics
-from nima.train import trainer as trainer_module
+from nima.train import objectives
 from nima.train.run import run_experiment
 from nima.train.trainer import Diverged
 
@@ -35,17 +35,17 @@ def train(tmp_path: Path, *extra: str) -> dict:
 
 def bad_loss_at(monkeypatch, step: int, factor: float) -> None:
     """Training step `step`'s loss times `factor` (evaluation untouched)."""
-    original, calls = trainer_module._loss, [0]
+    original, calls = objectives.CausalLM.loss, [0]
 
-    def loss(model, x, y):
-        value = original(model, x, y)
+    def loss(self, model, batch):
+        value = original(self, model, batch)
         if model.training:
             calls[0] += 1
             if calls[0] == step:
                 return value * factor
         return value
 
-    monkeypatch.setattr(trainer_module, "_loss", loss)
+    monkeypatch.setattr(objectives.CausalLM, "loss", loss)
 
 
 def test_metrics_hold_grad_norm_and_achieved_flops(tmp_path) -> None:
@@ -55,6 +55,21 @@ def test_metrics_hold_grad_norm_and_achieved_flops(tmp_path) -> None:
     for r in records:
         assert r["grad_norm"] > 0 and r["loss_spikes"] == 0
         assert r["flops_per_s"] > r["tokens_per_s"] > 0  # 6 x parameters FLOPs per token
+
+
+def test_layer_stats_are_logged_every_n_steps_and_add_up_to_the_grad_norm(tmp_path) -> None:
+    train(tmp_path, "train.steps = 5", "train.log_interval = 2", "train.layer_stats_interval = 3")
+    records = [r for r in read_metrics(tmp_path / "run") if "train_loss" in r]
+    assert [r["step"] for r in records] == [2, 3, 4, 5]  # step 3 logged for its layer stats
+    with_layers = [r for r in records if any(k.startswith("update_ratio/") for k in r)]
+    assert [r["step"] for r in with_layers] == [3]
+    (r,) = with_layers
+    layers = sorted(k.removeprefix("grad_norm/") for k in r if k.startswith("grad_norm/"))
+    assert "blocks.0" in layers and "token_embedding" in layers, layers
+    for layer in layers:
+        assert r[f"weight_norm/{layer}"] > 0 and 0 < r[f"update_ratio/{layer}"] < 1, layer
+    by_layer = math.sqrt(sum(r[f"grad_norm/{layer}"] ** 2 for layer in layers))
+    assert by_layer == pytest.approx(r["grad_norm"], rel=1e-4)  # both before clipping
 
 
 def test_a_nan_loss_stops_naming_step_and_tensor_and_keeps_the_last_good_checkpoint(

@@ -47,13 +47,16 @@ class TrainSettings:
     # state sharded over the ranks); one process trains alike under either
     parallel: Literal["ddp", "fsdp"] = "ddp"
     grad_clip: Annotated[float, Range(ge=0)] = 1.0  # 0: no clipping
-    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss or gradient: stop, or skip the step
+    # a NaN/Inf loss or gradient: stop, or skip the step
+    nonfinite: Literal["stop", "skip"] = "stop"
     spike_factor: Annotated[float, Range(ge=0)] = 3.0  # warn when loss > k x running mean; 0: off
     eval_interval: Positive = 250
     eval_batches: Positive = 20
     checkpoint_interval: Annotated[int, Range(ge=0)] = 0  # `last` also every N steps; 0: at evals
     final_eval: Literal["full", "batches"] = "full"  # the whole val split, or eval_batches
     log_interval: Positive = 10
+    # per-layer grad norm, weight norm and update/weight ratio every N steps (logged); 0: off
+    layer_stats_interval: Annotated[int, Range(ge=0)] = 100
     seed: Annotated[int, Range(ge=0)] = 1337
     threads: Annotated[int, Range(ge=0)] = 0  # torch CPU threads; 0 leaves torch's default
     sample_prompt: str = "KING"

@@ -27,6 +27,7 @@ from nima.runs import load_checkpoint, read_training_state, save_checkpoint
 from nima.train import distributed, objectives
 from nima.train.batches import Batch
 from nima.train.distributed import ALONE, World
+from nima.train.layer_stats import LayerStats
 from nima.train.settings import TrainSettings
 
 Track = Callable[[list[Batch], str], Iterable[Batch]]  # wraps batches in a progress display
@@ -151,6 +152,8 @@ class Trainer:
         # model FLOPs per trained token: forward + backward ~ 6 x non-embedding parameters
         # (attention's quadratic term left out, as in Kaplan et al. 2020)
         self.flops_per_token = 6 * model.num_parameters()
+        self.layer_stats = LayerStats(model)
+        self.layer_metrics: dict[str, float] = {}  # the last layer-stats step's, until logged
         self.step, self.tokens = 0, 0  # optimizer steps done, training tokens seen
         self.best, self.best_step = math.inf, None  # the best val loss on the fixed batches
         context = model.context_length
@@ -204,6 +207,10 @@ class Trainer:
             total += loss.detach()
         total = self.world.mean(total)  # the loss over the whole effective batch
         self.scaler.unscale_(self.optimizer)  # the true gradients, not scaled ones (fp16)
+        interval = s.layer_stats_interval
+        layer_stats = interval and (self.step + 1) % interval == 0  # this step's, every N
+        if layer_stats:
+            self.layer_metrics = self.layer_stats.before_step()  # before clipping, as grad_norm
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if s.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
@@ -212,7 +219,9 @@ class Trainer:
         norm = distributed.whole(norm)  # under FSDP a DTensor: the norm over every shard
         loss_value, norm_value = torch.stack([total, norm.float()]).tolist()
         # under fp16 an inf gradient is the GradScaler's to skip (counted in skipped_steps)
-        if not math.isfinite(loss_value) or not (math.isfinite(norm_value) or self.scaler.is_enabled()):
+        if not math.isfinite(loss_value) or not (
+            math.isfinite(norm_value) or self.scaler.is_enabled()
+        ):
             self._nonfinite(loss_value)
         elif self.scaler.is_enabled():
             scale = self.scaler.get_scale()
@@ -221,6 +230,8 @@ class Trainer:
             self.skipped_steps += self.scaler.get_scale() < scale
         else:
             self.optimizer.step()
+        if layer_stats:
+            self.layer_metrics.update(self.layer_stats.after_step())
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return loss_value, norm_value
@@ -255,14 +266,19 @@ class Trainer:
         if self.s.nonfinite == "skip":
             self.nonfinite_skipped += 1
             if self.world.main:
-                print(f"warning: step {step}: non-finite loss or gradient; step skipped", file=sys.stderr)
+                print(
+                    f"warning: step {step}: non-finite loss or gradient; step skipped",
+                    file=sys.stderr,
+                )
             return
         first = next(
             (n for n, p in self.model.named_parameters()
              if p.grad is not None and not torch.isfinite(distributed.local(p.grad)).all()),
             None,
         )  # fmt: skip
-        where = f"the first non-finite gradient is {first!r}" if first else "every gradient is finite"
+        where = (
+            f"the first non-finite gradient is {first!r}" if first else "every gradient is finite"
+        )
         raise Diverged(
             f"Training diverged at step {step}: the loss is {loss} and {where}. The weights "
             f"were not updated; checkpoints/last.safetensors, where an evaluation or "
@@ -399,7 +415,7 @@ class Trainer:
         loss, grad_norm = self.train_step(self.train_batches.next_step())
         self.step, self.tokens = self.step + 1, self.tokens + self.tokens_per_step
         self._watch_spikes(loss)
-        if self.step % s.log_interval == 0 or self.step == s.steps:
+        if self.step % s.log_interval == 0 or self.step == s.steps or self.layer_metrics:
             now = time.perf_counter()
             steps = self.step - self.last_log_step
             tokens_per_s = self.tokens_per_step * steps / (now - self.last_log)
@@ -416,6 +432,8 @@ class Trainer:
                 metrics["skipped_steps"] = self.skipped_steps
             if s.nonfinite == "skip":
                 metrics["nonfinite_skipped"] = self.nonfinite_skipped
+            metrics.update(self.layer_metrics)  # on layer_stats_interval steps
+            self.layer_metrics = {}
             self.last_log, self.last_log_step = now, self.step
             self._emit("nima_train_step", run=self.run, step=self.step, metrics=metrics)
 

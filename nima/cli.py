@@ -11,6 +11,7 @@ from typing import Annotated
 
 import nima
 from nima.bench import add_bench_arguments, main_bench
+from nima.check import add_check_arguments
 from nima.compare import add_compare_arguments
 from nima.data.cli import add_data_arguments
 from nima.errors import ConfigError, NimaError
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_arguments(sub, parents=[common])
     add_fill_arguments(sub, parents=[common])
     add_interop_arguments(sub, parents=[common])
+    add_check_arguments(sub, parents=[common])
     return parser
 
 

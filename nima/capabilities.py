@@ -13,16 +13,26 @@ Declared capabilities (all optional) an attention plugin may carry:
                                 far too slow to time), and how to enable it there; a Triton
                                 kernel declares TRITON_INTERPRETER
 Other families declare backward, devices and dtypes; a positional plugin's `acts_on` says where
-it acts ("embed", "rotate", "bias"). `check_model` applies these to every plugin a model runs,
-each layer's own, before training. The check names the registered plugins that do have what was
-asked for. No silent fallback.
+it acts ("embed", "rotate", "bias"). The declared type of each family's capabilities is in
+nima.capability_types. `check_model` applies these to every plugin a model runs, each layer's
+own, before training. The check names the registered plugins that do have what was asked for.
+No silent fallback.
+
+A declared capability that `nima check` found failing is not trusted: the check records its
+verdicts per plugin, package version and device (`$NIMA_CACHE_DIR/check/verdicts.json`), and
+`require` refuses what failed there (a dtype, backward, bias, a head dim; a broken property such
+as causal masking refuses the plugin outright) until the plugin passes `nima check` again or its
+package version changes.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from nima.errors import CapabilityError
@@ -106,9 +116,68 @@ def interpreter_hint(entry: Entry, device: str | None) -> str | None:
     return (entry.capabilities.get("interpreter") or {}).get(device)
 
 
+def verdicts_path() -> Path:
+    """Where `nima check` keeps the capabilities it found failing: $NIMA_CACHE_DIR/check."""
+    root = Path(os.environ.get("NIMA_CACHE_DIR", Path.home() / ".cache" / "nima"))
+    return root / "check" / "verdicts.json"
+
+
+def package_version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def verdict_key(entry: Entry, device: str) -> str:
+    """'attention.softcap nima-example==0.1.0 cpu': a verdict holds for one version on one device."""
+    return f"{entry.family}.{entry.name} {entry.package}=={package_version(entry.package)} {device}"
+
+
+def failing_checks(entry: Entry, device: str | None) -> dict[str, str]:
+    """The capabilities `nima check` last found failing for this plugin version on `device`
+    ({capability: message}); empty when never checked, or checked and passing."""
+    try:
+        verdicts = json.loads(verdicts_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    found = verdicts.get(verdict_key(entry, device or "cpu"), {})
+    return found if isinstance(found, dict) else {}
+
+
+# Failing checks that refuse one need only; any other failing check is a broken property of the
+# contract (causal masking, GQA, a round trip...) and refuses the plugin for every use.
+_NEED_OF_CHECK = {"backward": "backward", "bias": "bias", "head_dims": "head_dim"}
+_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def distrusted(entry: Entry, needs: dict[str, Any]) -> list[str]:
+    """What of `needs` `nima check` found failing, as 'causal (nima check: failing)'."""
+    found = []
+    for capability in failing_checks(entry, needs.get("device")):
+        if capability in _DTYPES:
+            applies = needs.get("dtype") == capability
+        elif capability in _NEED_OF_CHECK:
+            applies = bool(needs.get(_NEED_OF_CHECK[capability]))
+        else:
+            applies = True
+        if applies:
+            found.append(f"{capability} (declared, but failing in nima check)")
+    return found
+
+
 def require(registry: Registry, entry: Entry, **needs: Any) -> None:
-    """Raise CapabilityError if `entry` lacks any of `needs`, naming plugins that have them."""
+    """Raise CapabilityError if `entry` lacks any of `needs`, naming plugins that have them, or
+    if `nima check` found what is needed failing."""
     missing = lacks(entry, needs)
+    untrusted = distrusted(entry, needs)
+    if untrusted and not missing:
+        raise CapabilityError(
+            f"{registry.family} plugin {entry.name!r} (package {entry.package!r}) is not trusted "
+            f"for this run: {', '.join(untrusted)} on {needs.get('device', 'cpu')}. Fix it and "
+            f"run `nima check {registry.family}.{entry.name}` again (verdicts are kept per "
+            f"package version in {verdicts_path()}), or choose another {registry.family} plugin."
+        )
     if not missing:
         return
     asked = ", ".join(f"{k}={v}" if v is not True else k for k, v in needs.items())

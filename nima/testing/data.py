@@ -98,10 +98,19 @@ def _send_events(logger: Any, run: Any) -> tuple[bool, str]:
     return system.pm.is_registered(logger), stderr.getvalue()
 
 
+def _logger(factory: Any) -> Any:
+    from nima.errors import NimaError
+
+    try:
+        return factory()
+    except NimaError as exc:  # e.g. tensorboard not installed
+        raise Unavailable(" ".join(str(exc).split())) from None
+
+
 def check_events(factory: Any) -> None:
     quiet = contextlib.redirect_stderr(io.StringIO())  # a progress display draws on stderr
     with quiet, tempfile.TemporaryDirectory(prefix="nima-check-") as folder:
-        logger = factory()
+        logger = _logger(factory)
         kept, printed = _send_events(logger, fake_run(Path(folder)))
         raised = [line for line in printed.splitlines() if "warning:" in line]
         assert kept, f"it raised on a trainer event: {' '.join(raised)}"
@@ -111,7 +120,7 @@ def check_events(factory: Any) -> None:
 def check_own_error(factory: Any) -> None:
     quiet = contextlib.redirect_stderr(io.StringIO())
     with quiet, tempfile.TemporaryDirectory(prefix="nima-check-") as folder:
-        logger = factory()
+        logger = _logger(factory)
         hooks = [e for e in EVENTS[1:3] if callable(getattr(logger, e, None))]
         if not hooks:
             raise Unavailable("it implements neither nima_train_step nor nima_evaluate")

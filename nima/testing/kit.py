@@ -28,6 +28,19 @@ class Skip(Exception):
     why: it needs a path, data this machine lacks, a hook it does not implement)."""
 
 
+def build(factory: Callable[..., Any], **kwargs: Any) -> Any:
+    """factory(**kwargs), or Skip when the plugin refuses to be built here with a NimaError (it
+    needs a path, data or a file this machine lacks): a configuration gap, not a broken contract."""
+    from nima.errors import NimaError
+
+    try:
+        return factory(**kwargs)
+    except NimaError as exc:
+        raise Skip(
+            f"cannot be built with its defaults here: {' '.join(str(exc).split())}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Check:
     """One capability of one plugin; `run()` raises AssertionError if the plugin breaks it."""

@@ -148,11 +148,14 @@ DTYPES = ("float32", "float64", "float16", "bfloat16")
 D_MODEL = 24
 
 
-def build_layer(family: str, factory: Callable[..., nn.Module]) -> nn.Module:
+def build_layer(
+    family: str, factory: Callable[..., nn.Module], d_model: int = D_MODEL
+) -> nn.Module:
     """A norm or MLP instance as a model builds it (nima.contracts.Norm / MLP), with biases."""
     if family == "norm":
-        return factory(d_model=D_MODEL, bias=True)
-    return factory(d_model=D_MODEL, hidden=40, bias=True, dropout=0.0, residual_std=0.02)
+        return factory(d_model=d_model, bias=True)
+    hidden = d_model * 5 // 3
+    return factory(d_model=d_model, hidden=hidden, bias=True, dropout=0.0, residual_std=0.02)
 
 
 def layer_checks(entry, device: str) -> list:

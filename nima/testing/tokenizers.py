@@ -63,7 +63,9 @@ def _hypothesis(strategy, prop) -> None:
 
 
 def _trained(factory) -> Any:
-    tokenizer = factory()
+    from nima.testing.kit import build
+
+    tokenizer = build(factory)
     tokenizer.train(CORPUS)
     return tokenizer
 

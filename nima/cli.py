@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import nima
+from nima.attention_maps import add_attention_arguments
 from nima.bench import add_bench_arguments, main_bench
 from nima.check import add_check_arguments
 from nima.compare import add_compare_arguments
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fill_arguments(sub, parents=[common])
     add_interop_arguments(sub, parents=[common])
     add_check_arguments(sub, parents=[common])
+    add_attention_arguments(sub, parents=[common])
     return parser
 
 

@@ -155,7 +155,7 @@ def plot_maps(
     fig, axes = plt.subplots(
         len(layers), len(heads), figsize=(size * len(heads), size * len(layers)), squeeze=False
     )
-    labels = [repr(t)[1:-1] for t in tokens]  # newlines and spaces visible
+    labels = [repr(t)[1:-1].replace(" ", "␣") for t in tokens]  # spaces and newlines visible
     for row, layer in enumerate(layers):
         for col, head in enumerate(heads):
             ax = axes[row][col]

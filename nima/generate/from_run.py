@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nima.generate.api import LanguageModel
+from nima.generate.seq2seq import language_model
 from nima.hooks import PluginSystem
 from nima.runs import load_run, pick_device
 
@@ -22,4 +23,4 @@ def load(
 
         system = default_system()
     loaded = load_run(run_dir, system, pick_device(device), checkpoint)
-    return LanguageModel(loaded.model, loaded.tokenizer)
+    return language_model(loaded.model, loaded.tokenizer)  # Seq2Seq: EncoderDecoderLM

@@ -8,7 +8,9 @@ NIMA's side is its trainer as `nima run experiments/gpt.gin` builds it (batches,
 autocast, clipping, the non-finite guard, optimizer, scheduler and logging to metrics.jsonl:
 `Trainer.advance`). The plain side is nanoGPT's layout written out below: learned positions,
 pre-norm blocks, fused AdamW, the same shapes, batch and clipping, and (as nanoGPT's train.py)
-the run's autocast precision and torch.compile. Each `--variant NAME=BINDING[; BINDING]` adds
+the run's autocast precision and torch.compile. "plain rope" is the same plain code with
+gpt.gin's positions instead of the table: RoPE on q and k, written as Meta's LLaMA code does
+(interleaved pairs, one complex multiply), so NIMA's own cost shows apart from RoPE's. Each `--variant NAME=BINDING[; BINDING]` adds
 another NIMA trainer with those bindings on top. All sides alternate in blocks of steps
 (interleaved, so machine load falls on each) and each one's median tokens/s is printed with its
 ratio to the plain step; above 1.0 NIMA is faster.
@@ -32,6 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 GPT_GIN = ROOT / "experiments" / "gpt.gin"
 
 
+def rotary(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+    """RoPE as Meta's LLaMA code writes it: x (B, N, H, D) as complex pairs times e^(i angle)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * turn).flatten(3).type_as(x)
+
+
 class Block(nn.Module):
     def __init__(self, d: int, heads: int) -> None:
         super().__init__()
@@ -40,21 +48,27 @@ class Block(nn.Module):
         self.c_attn, self.c_proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
         self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, turn: torch.Tensor | None) -> torch.Tensor:
         B, N, D = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(D, dim=2)
-        q, k, v = (t.view(B, N, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(B, N, self.heads, -1) for t in self.c_attn(self.ln_1(x)).split(D, dim=2))
+        if turn is not None:
+            q, k = rotary(q, turn), rotary(k, turn)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.c_proj(y.transpose(1, 2).reshape(B, N, D))
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
 
 
 class NanoGPT(nn.Module):
-    """nanoGPT's model: token + learned position embeddings, blocks, final norm, tied head."""
+    """nanoGPT's model: token + learned position embeddings, blocks, final norm, tied head; or,
+    with rope=True, the same GPT as gpt.gin's (no position table, RoPE on q and k)."""
 
-    def __init__(self, vocab: int, context: int, d: int, layers: int, heads: int) -> None:
+    def __init__(
+        self, vocab: int, context: int, d: int, layers: int, heads: int, rope: bool = False
+    ) -> None:
         super().__init__()
-        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(context, d)
+        self.wte = nn.Embedding(vocab, d)
+        self.wpe = None if rope else nn.Embedding(context, d)
         self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d, bias=False)
         self.lm_head = nn.Linear(d, vocab, bias=False)
@@ -62,11 +76,18 @@ class NanoGPT(nn.Module):
         for p in self.parameters():
             if p.dim() >= 2:
                 nn.init.normal_(p, std=0.02)
+        inv_freq = 10000.0 ** (-torch.arange(0, d // heads, 2) / (d // heads))
+        angles = torch.arange(context)[:, None] * inv_freq  # (context, D/2)
+        self.register_buffer("turn", torch.polar(torch.ones_like(angles), angles)[:, None])
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
+        N = idx.size(1)
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(N, device=idx.device))
+        turn = None if self.wpe is not None else self.turn[:N]  # (N, 1, D/2)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, turn)
         logits = self.lm_head(self.ln_f(x))
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
@@ -95,12 +116,12 @@ def nima_trainer(bindings: list[str], run_dir: Path):
     return trainer, prepared.splits["train"]
 
 
-def plain_step_fn(trainer, train_ids):
+def plain_step_fn(trainer, train_ids, rope: bool = False):
     """A nanoGPT training step on the same shapes, batch, lr and clipping as `trainer`."""
     s, m, device = trainer.s, trainer.model, trainer.device
     context, batch = m.context_length, s.batch_size * s.accumulation_steps
     d, layers, heads = (gin.query_parameter(f"GPT.{n}") for n in ("d_model", "n_layers", "n_heads"))
-    model = NanoGPT(m.vocab_size, context, d, layers, heads).to(device)
+    model = NanoGPT(m.vocab_size, context, d, layers, heads, rope).to(device)
     lr = trainer.optimizer.param_groups[0]["lr"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)
     forward = torch.compile(model) if s.compile else model  # as nanoGPT's compile=True
@@ -148,6 +169,7 @@ def compare(
             sides[name] = trainer.advance
             if name == "nima":
                 sides["plain"] = plain_step_fn(trainer, train_ids)
+                sides["plain rope"] = plain_step_fn(trainer, train_ids, rope=True)
                 tokens, device = trainer.tokens_per_step, trainer.device
         runs: dict[str, list[float]] = {name: [] for name in sides}
         for step in sides.values():  # warm-up: allocator, kernels, lazy state, compilation
@@ -156,10 +178,10 @@ def compare(
             names = list(sides) if r % 2 == 0 else list(sides)[::-1]
             for name in names:
                 runs[name].append(tokens_per_s(sides[name], steps, tokens, device))
-    plain = statistics.median(runs["plain"])
+    plain, plain_rope = (statistics.median(runs[n]) for n in ("plain", "plain rope"))
     return {
         name: {"tokens_per_s": statistics.median(r), "ratio": statistics.median(r) / plain,
-               "device": str(device)}
+               "ratio_rope": statistics.median(r) / plain_rope, "device": str(device)}
         for name, r in runs.items()
     }  # fmt: skip
 
@@ -199,9 +221,11 @@ def main() -> None:
     args = parser.parse_args()
     results = compare(args.rounds, args.steps, args.bind, dict(args.variant))
     print(f"{results['plain']['device']}, gpt.gin + {args.bind or 'no bindings'}:")
-    for name, result in results.items():
-        label = "plain PyTorch (nanoGPT layout)" if name == "plain" else name
-        print(f"  {label:32s} {result['tokens_per_s']:9,.0f} tokens/s  {result['ratio']:.3f}x")
+    print(f"  {'':24s} {'tokens/s':>9s}  vs plain  vs plain rope")
+    for name, r in results.items():
+        print(
+            f"  {name:24s} {r['tokens_per_s']:9,.0f}  {r['ratio']:7.3f}x  {r['ratio_rope']:11.3f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -151,7 +151,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     system = for_command(args.disable_plugins)
     if args.prompt is not None and args.prompts is not None:
         raise ConfigError("give --prompt or --prompts, not both")
-    prompts = read_prompts(args.prompts) if args.prompts else [args.prompt or "\n"]
+    if args.prompts is not None:
+        prompts = read_prompts(args.prompts)
+    else:
+        prompts = [args.prompt if args.prompt is not None else "\n"]
     lm = load(args.run_dir, args.checkpoint, args.device, system)
     samplers, strategy, options = decoding_from_args(args, args.run_dir, system)
     n = options.pop("max_new_tokens")

@@ -52,7 +52,9 @@ class Job:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.prompts or any(not p for p in self.prompts):
+        if not self.prompts:
+            raise ConfigError("no prompts to generate from; give at least one")
+        if any(not p for p in self.prompts):
             raise ConfigError("every prompt needs at least one token; got an empty prompt")
         if (self.stop or self.stream) and self.decode is None:
             raise ConfigError("stop strings and streaming need a decode function (ids -> text)")

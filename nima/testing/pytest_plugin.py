@@ -33,7 +33,17 @@ def pytest_generate_tests(metafunc: Any) -> None:
     marker = metafunc.definition.get_closest_marker(MARKER)
     if marker is None or "nima_check" not in metafunc.fixturenames:
         return
+    import pytest
+
+    from nima.errors import NimaError
     from nima.testing.conformance import declared_checks
 
-    checks = declared_checks(tuple(marker.args), metafunc.config.getoption("nima_device"))
+    try:
+        checks = declared_checks(tuple(marker.args), metafunc.config.getoption("nima_device"))
+    except NimaError as exc:  # e.g. the package is not installed: one clear line, no traceback
+        problem = str(exc)
+    else:
+        problem = None
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     metafunc.parametrize("nima_check", checks, ids=[c.id for c in checks])

@@ -175,3 +175,15 @@ def test_pytest_plugin_makes_one_test_per_declared_capability(tmp_path: Path) ->
     assert "attention.leaky breaks 'causal' (query i sees keys j <= i)" in out
     assert "test_leaky[attention.leaky:float16]" not in out  # not declared: not a test
     assert "test_leaky[attention.leaky:odd_lengths] PASSED" in out or " passed" in out
+
+
+def test_the_pytest_plugin_is_cheap_for_projects_that_do_not_use_it() -> None:
+    """pytest loads it in every project (pytest11): it must not import torch or any plugin."""
+    code = (
+        "import sys, nima.testing.pytest_plugin; "
+        "heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'triton', 'nima_attention', 'hypothesis', 'matplotlib')]; "
+        "assert not heavy, heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -12,6 +12,7 @@ no objective (`train.objective = @objective.masked_lm()`; unset: `causal_lm`). A
     loss(model, batch) -> the mean loss (a scalar tensor), what training minimises
     measure(model, batch) -> {metric: (mean, count)}, "loss" first: evaluation weighs each
         batch's mean by its count of scored targets (padding and unmasked tokens count nothing)
+    tokens(batch) -> positions the model reads (for throughput; from shapes, no host sync)
     scores_every_token: True when full_split scores each token once (bits per character apply)
 
 and may have `sample(model, tokenizer, prompt, ...)` (what the run shows at the end, instead of
@@ -51,6 +52,8 @@ class Objective(Protocol):
     def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor: ...
 
     def measure(self, model: torch.nn.Module, batch: Any) -> dict[str, tuple[float, int]]: ...
+
+    def tokens(self, batch: Any) -> int: ...
 
 
 def next_token_loss(
@@ -105,6 +108,9 @@ class CausalLM:
 
     def measure(self, model: torch.nn.Module, batch: Batch) -> dict[str, tuple[float, int]]:
         return {"loss": (self.loss(model, batch).item(), scored(batch[1]))}
+
+    def tokens(self, batch: Batch) -> int:
+        return batch[0].numel()
 
 
 def mask_tokens(
@@ -221,6 +227,9 @@ class MaskedLM:
             "loss": (next_token_loss(logits, labels).item(), n),
             "accuracy": (token_accuracy(logits, labels), n),  # of the masked tokens
         }
+
+    def tokens(self, batch: Batch) -> int:
+        return batch[0].numel()
 
     def sample(self, model, tokenizer, prompt: str, *args: Any, **kwargs: Any) -> str:
         """The prompt with each mask filled by the model's most likely token (after training, a

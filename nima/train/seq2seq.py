@@ -150,6 +150,10 @@ class Seq2SeqObjective:
             "accuracy": (token_accuracy(logits, target_out), n),  # next-token, teacher forced
         }
 
+    def tokens(self, batch: Batch) -> int:
+        """Positions read: source and decoder input, padding included (from shapes alone)."""
+        return batch[0].numel() + batch[2].numel()
+
     def answer(self, model: Any, tokenizer: Any, questions: list[str], device=None) -> list[str]:
         """Greedy answers to `questions`, decoded by the generation engine (cached)."""
         return decode(model, tokenizer, questions, self.max_new_tokens)

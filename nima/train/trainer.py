@@ -402,23 +402,26 @@ class Trainer:
                 file=sys.stderr,
             )
         self._emit("nima_train_start", run=self.run)
+        # positions a step trains on (the objective counts its batches; causal_lm: windows x
+        # context_length); updated every step, as batches of pairs vary in length
         self.tokens_per_step = (
             s.batch_size * s.accumulation_steps * self.world.size * model.context_length
         )
-        self.last_log, self.last_log_step = time.perf_counter(), self.step  # for throughput
+        self.last_log, self.last_log_tokens = time.perf_counter(), self.tokens  # for throughput
 
     def advance(self) -> None:
         """One training step, logged every log_interval steps: `fit`'s work per step besides
         evaluations and checkpoints (what benchmarks/bench_train.py times)."""
         s = self.s
         lr = self.optimizer.param_groups[0]["lr"]
-        loss, grad_norm = self.train_step(self.train_batches.next_step())
+        micro_batches = self.train_batches.next_step()
+        self.tokens_per_step = self.world.size * sum(map(self.objective.tokens, micro_batches))
+        loss, grad_norm = self.train_step(micro_batches)
         self.step, self.tokens = self.step + 1, self.tokens + self.tokens_per_step
         self._watch_spikes(loss)
         if self.step % s.log_interval == 0 or self.step == s.steps or self.layer_metrics:
             now = time.perf_counter()
-            steps = self.step - self.last_log_step
-            tokens_per_s = self.tokens_per_step * steps / (now - self.last_log)
+            tokens_per_s = (self.tokens - self.last_log_tokens) / (now - self.last_log)
             metrics = {
                 "train_loss": loss,
                 "lr": lr,
@@ -434,7 +437,7 @@ class Trainer:
                 metrics["nonfinite_skipped"] = self.nonfinite_skipped
             metrics.update(self.layer_metrics)  # on layer_stats_interval steps
             self.layer_metrics = {}
-            self.last_log, self.last_log_step = now, self.step
+            self.last_log, self.last_log_tokens = now, self.tokens
             self._emit("nima_train_step", run=self.run, step=self.step, metrics=metrics)
 
     def fit(self, run_dir: Path) -> dict[str, Any]:
@@ -444,7 +447,7 @@ class Trainer:
         state) at every evaluation and every `checkpoint_interval` steps."""
         s = self.s
         self.start(run_dir)
-        first, last_saved = self.step, self.step
+        last_saved, first_tokens = self.step, self.tokens
         start = time.perf_counter()
         with self.stop.listening():
             while self.step < s.steps:
@@ -465,7 +468,7 @@ class Trainer:
                     self._checkpoint("last", val_loss)
                     last_saved = step
                     # eval time is not training throughput
-                    self.last_log, self.last_log_step = time.perf_counter(), step
+                    self.last_log, self.last_log_tokens = time.perf_counter(), self.tokens
                 elif s.checkpoint_interval and step % s.checkpoint_interval == 0:
                     self._checkpoint("last", None)
                     last_saved = step
@@ -476,7 +479,6 @@ class Trainer:
         if self.stop.requested and last_saved != self.step:
             self._checkpoint("last", None)  # not evaluated at this step
         wall = time.perf_counter() - start
-        done = self.step - first
         self.run.summary.update(
             steps=self.step,
             interrupted=self.stop.requested,
@@ -484,7 +486,7 @@ class Trainer:
             best_batches_val_loss=self.best if self.best_step is not None else None,
             tokens=self.tokens,
             wall_s=wall,  # of this process: a resumed run counts from its resume
-            tokens_per_s=self.tokens_per_step * done / wall if wall else 0.0,
+            tokens_per_s=(self.tokens - first_tokens) / wall if wall else 0.0,
         )
         return self.run.summary
 

@@ -177,7 +177,7 @@ def bench(entries: Sequence[Any], device: str, rounds: int = 5) -> list[dict[str
         made = _bench_pair(entry, device)
         if made is None:
             continue
-        plugin, reference, what = made
+        plugin, reference, what, shape = made
         times: dict[str, list[float]] = {"plugin": [], "reference": []}
         for fn in (plugin, reference):  # warm-up (and Triton's compile)
             fn()
@@ -192,7 +192,7 @@ def bench(entries: Sequence[Any], device: str, rounds: int = 5) -> list[dict[str
                 times[name].append(time.perf_counter() - start)
         p, r = (sorted(t)[len(t) // 2] * 1e3 for t in (times["plugin"], times["reference"]))
         timings.append({
-            "plugin": f"{entry.family}.{entry.name}", "against": what, "shape": _SHAPE[device],
+            "plugin": f"{entry.family}.{entry.name}", "against": what, "shape": shape,
             "plugin_ms": round(p, 3), "reference_ms": round(r, 3), "speedup": round(r / p, 3),
         })  # fmt: skip
     return timings
@@ -202,7 +202,7 @@ _SHAPE = {"cpu": (2, 4, 256, 64), "cuda": (4, 16, 2048, 64)}  # (B, H, N, D)
 
 
 def _bench_pair(entry: Any, device: str):
-    """(plugin step, reference step, reference name) as zero-argument callables."""
+    """(plugin step, reference step, reference name, input shape); steps take no argument."""
     import torch
 
     import nima
@@ -226,7 +226,7 @@ def _bench_pair(entry: Any, device: str):
 
             return run
 
-        return step(plugin), step(reference), "attention.reference"
+        return step(plugin), step(reference), "attention.reference", (B, H, N, D)
     from nima.testing.layers import REFERENCES, build_layer
 
     D = H * D
@@ -248,7 +248,7 @@ def _bench_pair(entry: Any, device: str):
         if backward:
             out.sum().backward()
 
-    return run_plugin, run_reference, f"the {formula} formula in plain torch"
+    return run_plugin, run_reference, f"the {formula} formula in plain torch", (B, N, D)
 
 
 def print_bench(timings: Sequence[dict[str, Any]]) -> None:

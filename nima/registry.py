@@ -65,6 +65,8 @@ def _jsonable(value: Any) -> Any:
         return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if callable(value):  # e.g. an attention plugin's `reference`: where to read it
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', value)}"
     return str(value)
 
 

@@ -132,3 +132,12 @@ def test_an_unknown_selection_is_one_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: 'nima_nothing' selects no registered plugin")
     assert "Traceback" not in done.stderr
+
+
+def test_cuda_without_a_gpu_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = nima_check("attention.sdpa", "--device", "cuda", cache=tmp_path)
+    assert done.returncode == 2 and "no CUDA device on this machine" in done.stderr

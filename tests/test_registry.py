@@ -129,3 +129,5 @@ def test_well_typed_capabilities_are_kept_as_given() -> None:
             "reference": lambda attn: attn}  # fmt: skip
     entry = Registry("attention").register("k", Fast, package="p", capabilities=caps)
     assert entry.capabilities == caps
+    shown = entry.as_dict()["capabilities"]  # nima plugins --json
+    assert shown["head_dims"] == "1..8" and shown["reference"].endswith("<lambda>")

@@ -225,3 +225,37 @@ def test_language_model_generates_texts_and_streams_the_same() -> None:
         lm.generate("abc", 3, samplers={"top_q": 3})
     with pytest.raises(nima.errors.UnknownPluginError, match="Unknown strategy plugin 'bean'"):
         lm.generate("abc", 3, strategy="bean")
+
+
+def test_speculative_greedy_is_the_models_greedy_output() -> None:
+    b = complete(MODEL, Job(PROMPTS, 14, greedy(), overflow="stop"))  # some rows hit the window
+    for draft, k in ((model(seed=1), 4), (MODEL, 3)):  # a different draft; the model itself
+        spec = nima.get("strategy", "speculative")(draft=draft, lookahead=k)
+        a = complete(MODEL, Job(PROMPTS, 14, greedy(), overflow="stop"), spec)
+        assert ids_of(a) == ids_of(b)
+        assert [c.finish_reason for c in a] == [c.finish_reason for c in b]
+    with pytest.raises(ConfigError, match="needs a draft model"):
+        nima.get("strategy", "speculative")()
+
+
+def test_speculative_acceptance_keeps_the_models_distribution() -> None:
+    """Draft x ~ q, kept with probability min(1, p/q), else resampled from max(0, p - q): the
+    token that comes out is distributed as p (checked on 4000 draws, q far from p)."""
+    from nima_samplers.speculative import Speculative
+
+    g = torch.Generator().manual_seed(0)
+    p, q = torch.tensor([0.5, 0.3, 0.15, 0.05]), torch.tensor([0.1, 0.1, 0.2, 0.6])
+    counts = torch.zeros(4)
+    for _ in range(4000):
+        x = int(torch.multinomial(q, 1, generator=g))
+        kept, extra = Speculative._verify([x], [p, p], [q], False, g)
+        counts[x if kept else extra] += 1
+    assert (counts / 4000 - p).abs().max() < 0.035, counts / 4000  # 4.5 standard errors
+
+
+def test_speculative_sampling_repeats_with_its_seed() -> None:
+    spec = nima.get("strategy", "speculative")(draft=model(seed=1), lookahead=3)
+    chain = SamplerChain([nima.get("sampler", "temperature")(0.5)])
+    first = complete(MODEL, Job(PROMPTS[:2], 6, chain, seed=2), spec)
+    assert ids_of(first) == ids_of(complete(MODEL, Job(PROMPTS[:2], 6, chain, seed=2), spec))
+    assert all(len(c.ids) == 6 for c in first)

@@ -101,6 +101,13 @@ class KVCache:
         self.positions = self.positions.index_select(0, batch_index)
         self.visible = self.visible.index_select(0, batch_index)
 
+    def crop(self, length: int) -> None:
+        """Forget every position from `length` on (speculative decoding drops rejected tokens);
+        their slots are overwritten by the next append."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"crop to {length}: the cache holds {self.length} positions")
+        self.length = length
+
     def reset(self) -> None:
         """Empty the cache for new sequences (the buffers are kept and overwritten)."""
         self.length = 0

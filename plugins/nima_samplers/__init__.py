@@ -15,6 +15,7 @@ from nima_samplers.samplers import (
     TopP,
     Typical,
 )
+from nima_samplers.speculative import Speculative
 from nima_samplers.strategies import Beam
 from nima_samplers.strategies import Sample as SampleStrategy
 
@@ -42,3 +43,4 @@ def nima_register(registry) -> None:
     registry.sampler("sample", Sample, capabilities={"kind": "selector"})
     registry.strategy("sample", SampleStrategy)
     registry.strategy("beam", Beam)
+    registry.strategy("speculative", Speculative)

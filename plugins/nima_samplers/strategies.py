@@ -33,11 +33,13 @@ class Sample:
             for i, token in enumerate(next_ids.tolist()):
                 if not rows[i].done and (piece := rows[i].add(token)):
                     yield Piece(i, piece)
+            if all(r.done for r in rows) or t == job.max_new_tokens - 1:
+                break
             for i, r in enumerate(rows):
                 if job.overflow == "stop" and not r.done and decoder.full(i):
                     if piece := r.finish("context"):
                         yield Piece(i, piece)
-            if all(r.done for r in rows) or t == job.max_new_tokens - 1:
+            if all(r.done for r in rows):
                 break
             logits = decoder.step(next_ids)
         for i, r in enumerate(rows):
@@ -117,7 +119,8 @@ class Beam:
                     if live == K:
                         break
                 done[b] = live == 0 or self._finished(ended[b], live_scores[b, 0].item(), t + 1)
-                if not done[b] and job.overflow == "stop" and decoder.full(b * K):
+                last = t == job.max_new_tokens - 1  # then the live beams end at "length"
+                if not (done[b] or last) and job.overflow == "stop" and decoder.full(b * K):
                     self._end_live(
                         job, ended[b], live_scores[b], history, index, tokens, b, "context"
                     )

@@ -135,3 +135,13 @@ def test_chat_in_a_subprocess(run_dir) -> None:
     out = result.stdout
     assert "temperature = 0.5" in out and "not set: top_k takes an integer" in out
     assert "samplers: temperature=0.5; strategy: sample" in out and "(conversation cleared)" in out
+
+
+def test_speculative_from_the_command_line(run_dir, capsys) -> None:
+    args = ("--prompt", "KING", "--greedy", "--max-new-tokens", "10")
+    _, plain, _ = generate(capsys, run_dir, *args)
+    code, spec, err = generate(capsys, run_dir, *args, "--strategy", "speculative", "--draft",
+                               run_dir, "--lookahead", "3")  # fmt: skip
+    assert code == 0 and spec == plain, err
+    code, _, err = generate(capsys, run_dir, *args, "--draft", run_dir)
+    assert code == 2 and "--strategy speculative and --draft RUN_DIR go together" in err

@@ -129,12 +129,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     system = for_command(args.disable_plugins)
     lm = load(args.run_dir, args.checkpoint, args.device, system)
-    _, _, options = decoding_from_args(args, args.run_dir, system)  # checks every option
-    decoding = Decoding()
-    for name in Decoding.names():
-        value = getattr(args, name, None)
-        if value is not None and value is not False:
-            setattr(decoding, name, value)
+    _, _, options, decoding = decoding_from_args(args, args.run_dir, system)
     session = ChatSession(lm, decoding, options)
 
     def write(text: str) -> None:

@@ -39,6 +39,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--length-penalty", type=Any_, help="beam score: sum log p / length ** this")
     b.add_argument("--early-stopping", action="store_true", help="beam: stop at num_beams ends")
     b.add_argument("--num-return", type=Count, help="beam: hypotheses per prompt (n-best)")
+    b.add_argument("--draft", type=Path, metavar="RUN_DIR", help="speculative: the draft run")
+    b.add_argument("--lookahead", type=Count, help="speculative: draft tokens per check (4)")
     g = parser.add_argument_group("stopping and randomness")
     g.add_argument("--max-new-tokens", type=Count)
     g.add_argument("--stop", action="append", default=None, metavar="TEXT",
@@ -55,9 +57,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def decoding_from_args(args: argparse.Namespace, run_dir: Path, system: Any):
-    """(samplers, strategy, options) from gin's `generation` settings, then the command line
-    (a sampler or strategy option given replaces gin's list or strategy)."""
-    from nima.generate.options import Decoding, GenerationSettings
+    """(samplers, strategy, options, decoding) from gin's `generation` settings, then the
+    command line (a sampler or strategy option given replaces gin's list or strategy)."""
+    from nima.generate.options import STRATEGY_OPTIONS, Decoding, GenerationSettings
 
     settings = GenerationSettings()
     if args.config or args.bind:
@@ -77,7 +79,7 @@ def decoding_from_args(args: argparse.Namespace, run_dir: Path, system: Any):
         if name == "strategy" and value not in system.registries["strategy"]:
             system.registries["strategy"].get(value)  # the unknown-plugin error, with names
         setattr(decoding, name, value)
-        if name in ("strategy", "num_beams", "length_penalty", "early_stopping", "num_return"):
+        if name in ("strategy", *STRATEGY_OPTIONS, "lookahead"):
             strategy_given = True
         else:
             sampler_given = True
@@ -85,6 +87,12 @@ def decoding_from_args(args: argparse.Namespace, run_dir: Path, system: Any):
         decoding.strategy != "beam"
     ):
         raise ConfigError("--num-beams and --num-return are beam options; add --strategy beam")
+    if (args.draft is not None) != (decoding.strategy == "speculative"):
+        raise ConfigError("--strategy speculative and --draft RUN_DIR go together")
+    if args.draft is not None:
+        from nima.generate.from_run import load
+
+        decoding.draft = load(args.draft, args.checkpoint, args.device, system).model
     registries = system.registries
     samplers = decoding.chain(registries["sampler"])
     if not sampler_given and settings.samplers is not None:
@@ -99,7 +107,7 @@ def decoding_from_args(args: argparse.Namespace, run_dir: Path, system: Any):
         "overflow": args.context_overflow or settings.overflow or "slide",
         "ignore_eos": args.ignore_eos,
     }
-    return samplers, strategy, options
+    return samplers, strategy, options, decoding
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -156,7 +164,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         prompts = [args.prompt if args.prompt is not None else "\n"]
     lm = load(args.run_dir, args.checkpoint, args.device, system)
-    samplers, strategy, options = decoding_from_args(args, args.run_dir, system)
+    samplers, strategy, options, _ = decoding_from_args(args, args.run_dir, system)
     n = options.pop("max_new_tokens")
     records = []
     if args.stream:

@@ -26,7 +26,7 @@ SAMPLER_ORDER = (
     "temperature", "top_k", "top_p", "min_p", "typical",
 )  # fmt: skip
 STRATEGY_OPTIONS = ("num_beams", "length_penalty", "early_stopping", "num_return")
-INTS = {"top_k", "no_repeat_ngram", "num_beams", "num_return"}
+INTS = {"top_k", "no_repeat_ngram", "num_beams", "num_return", "lookahead"}
 BOOLS = {"greedy", "early_stopping"}
 
 
@@ -49,10 +49,12 @@ class Decoding:
     length_penalty: float = 1.0
     early_stopping: bool = False
     num_return: int = 1
+    lookahead: int = 4  # speculative: draft tokens per verification
+    draft: Any = field(default=None, repr=False)  # speculative: the draft model (not a /set)
 
     @classmethod
     def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        return [f.name for f in fields(cls) if f.name != "draft"]
 
     def set(self, name: str, text: str) -> None:
         """Set `name` from text ("off" turns a sampler off), checked by building the plugins."""
@@ -94,6 +96,8 @@ class Decoding:
         get = _getter("strategy", registry)
         if self.strategy == "beam":
             return get("beam")(**{n: getattr(self, n) for n in STRATEGY_OPTIONS})
+        if self.strategy == "speculative":
+            return get("speculative")(draft=self.draft, lookahead=self.lookahead)
         return get(self.strategy)()
 
     def describe(self) -> str:

@@ -50,6 +50,12 @@ class Speculative:
                 f"speculative decoding verifies greedy or sampling chains; the selector "
                 f"{type(selector).__name__} is neither"
             )
+        ours, theirs = getattr(model, "vocab_size", None), getattr(self.draft, "vocab_size", None)
+        if ours != theirs:
+            raise ConfigError(
+                f"the draft model's vocabulary ({theirs} tokens) is not the model's ({ours}); "
+                f"speculative decoding needs a draft trained with the same tokenizer"
+            )
         was_training = self.draft.training
         self.draft.eval()
         try:

@@ -50,8 +50,7 @@ class Sample:
 
 @checked
 class Beam:
-    """Beam search: the num_beams most likely continuations of each prompt, scored by
-    sum(log p) / length ** length_penalty, with n-best lists.
+    """Beam search with n-best lists, scoring sum(log p) / length ** length_penalty.
 
     The chain's processors shape the log-probabilities (temperature, penalties, top-k ...); its
     selector is not used. A hypothesis ends at eos or a stop string (the length counts the eos);

@@ -148,7 +148,7 @@ class Decoder:
             cache=self.cache,
             key_padding_mask=mask,
             last_only=True,
-        )  # (B, 1, V); fmt: skip
+        )  # (B, 1, V)
         return logits[:, -1]
 
     def step(self, next_ids: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ causal_lm's batches as before, and bad objective settings refused before buildin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,35 @@ def test_bad_objective_bindings_are_refused_before_building(binding: str, messag
 def test_fractions_over_one_are_refused() -> None:
     with pytest.raises(ConfigError, match="at most 1"):
         MaskedLM(mask_fraction=0.8, random_fraction=0.3)
+
+
+ROOT_EXPERIMENTS = ROOT / "experiments"
+TINY_FAMILIES = {
+    "bert.gin": ["BERT.context_length = 16", "BERT.d_model = 16", "BERT.n_layers = 1",
+                 "BERT.n_heads = 2"],
+    "seq2seq.gin": ["Seq2Seq.context_length = 24", "Seq2Seq.d_model = 16", "Seq2Seq.n_layers = 1",
+                    "Seq2Seq.n_heads = 2", "Seq2Seq.dropout = 0.0", "bpe.vocab_size = 300",
+                    "objective.seq2seq.report_examples = 1",
+                    "objective.seq2seq.max_new_tokens = 2"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("experiment", sorted(TINY_FAMILIES))
+def test_a_resumed_run_draws_the_same_masks_and_pairs(experiment: str, tmp_path) -> None:
+    """Masks and pairs come from the checkpointed generator: stop at 4 + resume to 8 == 8."""
+    from nima.train.run import run_experiment
+
+    common = [*TINY_FAMILIES[experiment], "train.batch_size = 4", "train.eval_interval = 4",
+              "train.eval_batches = 1", "train.log_interval = 1",
+              "train.final_eval = 'batches'", "train.sample_prompt = 'a'"]  # fmt: skip
+    gin = [ROOT_EXPERIMENTS / experiment]
+
+    def losses(run_dir):
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+        return [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in records]
+
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    run_experiment(gin, [*common, "train.steps = 8"], reset(), run_dir=whole, show_progress=False)
+    run_experiment(gin, [*common, "train.steps = 4"], reset(), run_dir=part, show_progress=False)
+    run_experiment([], ["train.steps = 8"], reset(), resume=part, show_progress=False)
+    assert losses(part) == losses(whole)

@@ -121,8 +121,8 @@ def test_a_crash_is_a_failure_naming_the_exception() -> None:
 def test_every_builtin_passes_on_cpu() -> None:
     """Every declared check of every built-in on CPU, the Triton kernels through the interpreter
     (conftest sets TRITON_INTERPRET=1): none fails; the only skips are plugins that need a path
-    (dataset.text_file, tokenizer.file). About 55 s on the shared 2-core machine, most of it Triton's interpreter and fused
-    Adam's first call."""
+    (dataset.text_file, tokenizer.file). Measured on the shared 2-core machine: 53 s, and 236 s
+    when its cores were busier; most of it Triton's interpreter and fused Adam's first call."""
     checks = collect(select(nima.plugins(), ["nima"]), device="cpu")
     outcome = [run_check(c) for c in checks if c.declared]
     failing = [str(r) for r in outcome if r.status == FAILING]

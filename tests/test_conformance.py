@@ -107,6 +107,18 @@ def test_rotation_that_is_not_relative_is_named() -> None:
     assert "changed q . k" in got["relative"].message
 
 
+class PlainCallable:
+    """An attention plugin that is no nn.Module: the contract asks only for a callable."""
+
+    def __call__(self, q, k, v, **kwargs):
+        return ReferenceAttention()(q, k, v, **kwargs)
+
+
+def test_an_attention_plugin_need_not_be_a_module() -> None:
+    got = results("attention", "plain", PlainCallable, {**ANYWHERE, "bias": True})
+    assert all(r.status in (VERIFIED, NOT_DECLARED) for r in got.values()), got
+
+
 def test_a_crash_is_a_failure_naming_the_exception() -> None:
     class Crashes(ReferenceAttention):
         def forward(self, *args, **kwargs):

@@ -154,7 +154,7 @@ class Seq2SeqObjective:
         """Positions read: source and decoder input, padding included (from shapes alone)."""
         return batch[0].numel() + batch[2].numel()
 
-    def answer(self, model: Any, tokenizer: Any, questions: list[str], device=None) -> list[str]:
+    def answer(self, model: Any, tokenizer: Any, questions: list[str]) -> list[str]:
         """Greedy answers to `questions`, decoded by the generation engine (cached)."""
         return decode(model, tokenizer, questions, self.max_new_tokens)
 

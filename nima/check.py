@@ -206,7 +206,7 @@ def _bench_pair(entry: Any, device: str):
     import torch
 
     import nima
-    from nima.testing.attention import on_device
+    from nima.testing.attention import to_device
 
     B, H, N, D = _SHAPE[device]  # a norm or mlp: x (B, N, H * D)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
@@ -216,7 +216,7 @@ def _bench_pair(entry: Any, device: str):
             torch.randn(B, H, N, D, device=device, dtype=dtype, requires_grad=backward)
             for _ in range(3)
         )
-        plugin = on_device(entry.obj(), device)
+        plugin = to_device(entry.obj(), device)
         reference = nima.get("attention", "reference")()
 
         def step(attn):

@@ -300,7 +300,7 @@ DTYPES = ("float32", "float64", "float16", "bfloat16")
 HEAD_DIMS = (8, 24, 64, 80, 128)  # powers of two and ones that pad a block
 
 
-def on_device(attn, device: str):
+def to_device(attn, device: str):
     """The plugin instance moved to `device` if it is a module (its parameters, if any); the
     contract only asks for a callable."""
     return attn.to(device) if isinstance(attn, torch.nn.Module) else attn
@@ -326,7 +326,7 @@ def attention_checks(entry, device: str) -> list:
 
     def parity(cases, dtype: str, grad: bool):
         def run():
-            attn = on_device(entry.obj(), device)
+            attn = to_device(entry.obj(), device)
             reference = caps["reference"](attn) if "reference" in caps else None
             return check_attention_parity(
                 attn, dtype=getattr(torch, dtype), cases=cases, device=device, grad=grad,

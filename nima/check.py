@@ -127,9 +127,9 @@ def print_matrix(results: Sequence[Any]) -> None:
     console = Console()
     families: dict[str, dict[str, dict[str, Any]]] = {}
     for r in results:
-        families.setdefault(r.check.family, {}).setdefault(r.check.plugin, {})[
-            r.check.capability
-        ] = r
+        c = r.check
+        label = c.plugin if c.package in ("nima", "") else f"{c.plugin} ({c.package})"
+        families.setdefault(c.family, {}).setdefault(label, {})[c.capability] = r
     for family, plugins in families.items():
         capabilities = list(dict.fromkeys(cap for row in plugins.values() for cap in row))
 

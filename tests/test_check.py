@@ -72,7 +72,7 @@ def test_a_broken_plugin_fails_the_check_and_is_then_refused(tmp_path: Path) -> 
     done = nima_check("leaky-attention", site=site, cache=cache)
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
-    assert "attention" in out and "leaky" in out and "capability" in out
+    assert "leaky (leaky-attention)" in out and "capability" in out  # a column per plugin
     assert "✗ attention.leaky breaks 'causal' (query i sees keys j <= i)" in " ".join(out.split())
     verdicts = json.loads((cache / "check" / "verdicts.json").read_text())
     (key, failing), = verdicts.items()  # fmt: skip

@@ -12,6 +12,10 @@ recomputes the probabilities with the reference math, softmax(q k^T * scale + bi
 visible keys, before the plugin runs as usual. A fused kernel (attention.triton, FlashAttention)
 never materialises them, so this is the only way to see its maps; a plugin that computes another
 function by design (softcap) is shown with the plain softmax of its inputs.
+
+Self-attention layers only (cross-attention is not captured). `nima attention` runs models
+called as model(ids) (gpt, bert); for an encoder-decoder, call capture_maps(model, ids,
+source=source_ids) in Python (the encoder's and the decoder's layers, in module order).
 """
 
 from __future__ import annotations

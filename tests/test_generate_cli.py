@@ -62,8 +62,12 @@ def test_jsonl_prompts_stream_and_every_sampler(run_dir, tmp_path, capsys) -> No
                "--max-new-tokens", "15"]  # fmt: skip
     code, batch, _ = generate(capsys, run_dir, "--prompts", prompts, *options)
     assert code == 0
-    code, streamed, _ = generate(capsys, run_dir, "--prompt", "KING", "--stream", *options)
+    out = tmp_path / "streamed.jsonl"
+    code, streamed, _ = generate(capsys, run_dir, "--prompt", "KING", "--stream", "--out", out,
+                                 *options)  # fmt: skip
     assert code == 0 and streamed == batch.splitlines(keepends=True)[0]  # row 0 has seed 3
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "KING" + record["text"] + "\n" == streamed and record["finish_reason"] == "length"
 
 
 def test_beam_with_n_best_and_stop_strings(run_dir, tmp_path, capsys) -> None:

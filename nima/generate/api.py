@@ -10,7 +10,7 @@ m.generate("KING", strategy=nima.get("strategy", "beam")(num_beams=4, num_return
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import torch
@@ -75,9 +75,15 @@ class LanguageModel:
         samplers: Any = None,
         strategy: Any = None,
         **options: Any,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, Completion]:
         """The continuation of `prompt` in text pieces as they are decided (text that could
-        still begin a stop string is held back until it is ruled out)."""
+        still begin a stop string is held back until it is ruled out); the generator returns
+        the Completion (ids, finish_reason) when it ends."""
         job = self.job([prompt], max_new_tokens, samplers, stream=True, **options)
-        for piece in run(self.model, job, strategy_from(strategy)):
+        steps = run(self.model, job, strategy_from(strategy))
+        while True:
+            try:
+                piece = next(steps)
+            except StopIteration as end:
+                return end.value[0]
             yield piece.text

@@ -170,10 +170,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.stream:
         for prompt in prompts:
             print(prompt, end="", flush=True)
-            pieces = lm.stream(prompt, n, samplers, strategy, **options)
-            text = "".join(print(p, end="", flush=True) or p for p in pieces)
+            pieces, text = lm.stream(prompt, n, samplers, strategy, **options), ""
+            while True:
+                try:
+                    text += (piece := next(pieces))
+                except StopIteration as end:  # the completion, where the model's stream gives it
+                    completion = end.value
+                    break
+                print(piece, end="", flush=True)
             print(flush=True)
-            records.append({"prompt": prompt, "text": text})
+            records.append(
+                record(prompt, completion) if completion else {"prompt": prompt, "text": text}
+            )
     else:
         for start in range(0, len(prompts), args.batch_size):
             batch = prompts[start : start + args.batch_size]

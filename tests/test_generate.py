@@ -187,8 +187,10 @@ def test_beam_ends_hypotheses_at_eos_and_stop_strings() -> None:
 def test_jobs_refuse_what_cannot_run() -> None:
     with pytest.raises(ConfigError, match="empty prompt"):
         Job([[1], []], 3)
-    with pytest.raises(ConfigError, match="max_new_tokens must be >= 1"):
+    with pytest.raises(ConfigError, match="max_new_tokens must be an int >= 1, got 0"):
         Job([[1]], 0)
+    with pytest.raises(ConfigError, match="max_new_tokens must be an int >= 1, got '5'"):
+        Job([[1]], "5")
     with pytest.raises(ConfigError, match="need a decode function"):
         Job([[1]], 2, stop=["x"])
 
@@ -225,6 +227,9 @@ def test_language_model_generates_texts_and_streams_the_same() -> None:
         lm.generate("abc", 3, samplers={"top_q": 3})
     with pytest.raises(nima.errors.UnknownPluginError, match="Unknown strategy plugin 'bean'"):
         lm.generate("abc", 3, strategy="bean")
+    for bad in (123, ["abc", 4], None):
+        with pytest.raises(ConfigError, match="prompts must be a string or a list of strings"):
+            lm.generate(bad, 3)
 
 
 def test_speculative_greedy_is_the_models_greedy_output() -> None:

@@ -149,3 +149,15 @@ def test_speculative_from_the_command_line(run_dir, capsys) -> None:
     assert code == 0 and spec == plain, err
     code, _, err = generate(capsys, run_dir, *args, "--draft", run_dir)
     assert code == 2 and "--strategy speculative and --draft RUN_DIR go together" in err
+
+
+def test_ctrl_c_writes_nothing(run_dir, tmp_path, capsys, monkeypatch) -> None:
+    from nima.generate.api import LanguageModel
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LanguageModel, "generate", interrupted)
+    out = tmp_path / "out.jsonl"
+    code, _, err = generate(capsys, run_dir, "--prompt", "KING", "--out", out)
+    assert code == 130 and "interrupted" in err and not out.exists()

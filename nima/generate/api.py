@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from nima.errors import ConfigError
 from nima.generate import Completion, Job, SamplerChain, complete, encode_prompt, run
 from nima.generate.engine import Overflow
 from nima.generate.options import samplers_from, strategy_from
@@ -41,6 +42,8 @@ class LanguageModel:
         """The engine's Job for these prompts and settings (samplers: instances or a dict)."""
         if isinstance(stop, str):
             stop = [stop]
+        if isinstance(prompts, (str, bytes)) or not all(isinstance(p, str) for p in prompts):
+            raise ConfigError(f"prompts must be a string or a list of strings, got {prompts!r}")
         return Job(
             [encode_prompt(self.tokenizer, p) for p in prompts],
             max_new_tokens,
@@ -64,6 +67,8 @@ class LanguageModel:
         """One Completion (text, ids, finish_reason; n_best for beam) per prompt, or one for a
         single prompt string. options: stop, seed, ignore_eos, overflow (see `job`)."""
         single = isinstance(prompts, str)
+        if not single and not isinstance(prompts, Sequence):
+            raise ConfigError(f"prompts must be a string or a list of strings, got {prompts!r}")
         job = self.job([prompts] if single else list(prompts), max_new_tokens, samplers, **options)
         out = complete(self.model, job, strategy_from(strategy))
         return out[0] if single else out

@@ -50,8 +50,9 @@ class Job:
     use_cache: bool = True  # False: re-read the whole window every step (a reference, slow)
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        n = self.max_new_tokens
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"max_new_tokens must be an int >= 1, got {n!r}")
         if not self.prompts:
             raise ConfigError("no prompts to generate from; give at least one")
         if any(not p for p in self.prompts):

@@ -61,7 +61,8 @@ class Speculative:
         try:
             completions = []
             for i, prompt in enumerate(job.prompts):
-                generator = torch.Generator().manual_seed(job.seed + i)
+                device = next(model.parameters()).device
+                generator = torch.Generator(device=device).manual_seed(job.seed + i)
                 completion = yield from self._row(model, job, i, prompt, greedy, generator)
                 completions.append(completion)
             return completions
@@ -127,8 +128,8 @@ class Speculative:
             if greedy:
                 if int(p[j].argmax()) != x:
                     return j, int(p[j].argmax())
-            elif torch.rand(1, generator=generator).item() * q[j][x] >= p[j][x]:  # reject
-                residual = (p[j] - q[j]).clamp(min=0)
+            elif torch.rand(1, generator=generator, device=generator.device) * q[j][x] >= p[j][x]:
+                residual = (p[j] - q[j]).clamp(min=0)  # rejected: draw from max(0, p - q)
                 return j, int(torch.multinomial(residual / residual.sum(), 1, generator=generator))
         last = p[len(proposed)]
         extra = last.argmax() if greedy else torch.multinomial(last, 1, generator=generator)

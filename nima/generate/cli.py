@@ -17,7 +17,7 @@ Positive = cli_type(Annotated[float, Range(gt=0)])
 Fraction = cli_type(Annotated[float, Range(gt=0, le=1)])
 OpenAIPenalty = cli_type(Annotated[float, Range(ge=-2, le=2)])
 Seed = cli_type(Annotated[int, Range(ge=0)])
-Any_ = cli_type(Annotated[float, Range()])
+LengthPenalty = cli_type(Annotated[float, Range(ge=-10, le=10)])
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     b = parser.add_argument_group("strategy")
     b.add_argument("--strategy", default=None, help="sample (default) or beam, or a plugin's name")
     b.add_argument("--num-beams", type=Count)
-    b.add_argument("--length-penalty", type=Any_, help="beam score: sum log p / length ** this")
+    b.add_argument(
+        "--length-penalty", type=LengthPenalty, help="beam score: sum log p / length ** this"
+    )
     b.add_argument("--early-stopping", action="store_true", help="beam: stop at num_beams ends")
     b.add_argument("--num-return", type=Count, help="beam: hypotheses per prompt (n-best)")
     b.add_argument("--draft", type=Path, metavar="RUN_DIR", help="speculative: the draft run")

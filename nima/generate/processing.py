@@ -65,7 +65,6 @@ class SamplerChain:
                     f"a sampler must be an instance called as sampler(ids, logits), got {s!r} "
                     f"(in gin write @sampler.top_k(), with the parentheses)."
                 )
-        self.samplers = samplers
         self.processors = samplers[:-1] if selectors else samplers
         self.selector = samplers[-1] if selectors else None
 

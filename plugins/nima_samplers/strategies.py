@@ -61,7 +61,7 @@ class Beam:
     def __init__(
         self,
         num_beams: Annotated[int, Range(ge=1)] = 4,
-        length_penalty: float = 1.0,
+        length_penalty: Annotated[float, Range(ge=-10, le=10)] = 1.0,
         early_stopping: bool = False,
         num_return: Annotated[int, Range(ge=1)] = 1,
     ) -> None:

@@ -16,7 +16,7 @@ no objective (`train.objective = @objective.masked_lm()`; unset: `causal_lm`). A
     scores_every_token: True when full_split scores each token once (bits per character apply)
 
 and may have `sample(model, tokenizer, prompt, ...)` (what the run shows at the end, instead of
-a continuation) and `report(model, tokenizer, split_data, device)` (extra end-of-run metrics).
+a continuation) and `report(model, tokenizer, splits)` (extra end-of-run metrics).
 """
 
 from __future__ import annotations

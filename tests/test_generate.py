@@ -51,7 +51,7 @@ def test_greedy_batch_equals_each_prompt_alone_and_the_uncached_loop(positional,
     assert all(len(c.ids) == n and c.finish_reason == "length" for c in batch)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(st.lists(st.lists(st.integers(0, V - 1), min_size=1, max_size=9), min_size=1, max_size=4),
        st.integers(1, 12))  # fmt: skip
 def test_batched_equals_one_by_one_for_any_prompts(prompts, n) -> None:

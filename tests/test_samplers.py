@@ -200,3 +200,10 @@ def test_greedy_selects_argmax_and_must_come_last() -> None:
 def test_bad_parameters_are_refused(name: str, bad) -> None:
     with pytest.raises(ValueError, match="not"):
         sampler(name, bad)
+
+
+def test_a_first_contract_processor_still_works() -> None:
+    """A processor written as (logits) -> logits (the first contract) is called with the logits."""
+    ids, logits = torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 9)
+    chain = SamplerChain([lambda logits: -logits, sampler("greedy")])
+    assert torch.equal(chain(ids, logits), (-logits).argmax(-1))

@@ -7,6 +7,7 @@ sampler's `select(logits, rng)` if it has one (greedy), else by sampling from th
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,21 @@ class RowRandom:
         return (probs / noise).argmax(dim=-1)
 
 
+def _takes_ids(processor: Any) -> bool:
+    """Whether processor is called (ids, logits) (contract v2) rather than (logits) (v1)."""
+    try:
+        params = inspect.signature(processor).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): assume v2
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _contract_v2(processor: Any) -> Any:
+    """A processor written for the first contract, `(logits) -> logits`, still works."""
+    return processor if _takes_ids(processor) else (lambda ids, logits: processor(logits))
+
+
 class SamplerChain:
     """Processors in order, then a selector: the last sampler's `select`, else sampling."""
 
@@ -65,7 +81,8 @@ class SamplerChain:
                     f"a sampler must be an instance called as sampler(ids, logits), got {s!r} "
                     f"(in gin write @sampler.top_k(), with the parentheses)."
                 )
-        self.processors = samplers[:-1] if selectors else samplers
+        processors = samplers[:-1] if selectors else samplers
+        self.processors = [_contract_v2(p) for p in processors]
         self.selector = samplers[-1] if selectors else None
 
     def process(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

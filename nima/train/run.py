@@ -13,6 +13,7 @@ import gin
 import torch
 
 from nima import atomic, config
+from nima.capabilities import check_trusted
 from nima.data.tokens import PreparedData, prepare_tokens
 from nima.errors import ConfigError, RunDirError
 from nima.generate import encode_prompt, sample_text
@@ -101,6 +102,8 @@ def _train(
     with config.building():  # the model, optimizer and scheduler factories run here
         model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
         check_model_plugins(model, system, device, settings.precision)  # before any write
+        used = [("tokenizer", tokenizer), *(("sampler", s) for s in settings.samplers)]
+        check_trusted(system.registries, used, device.type)  # what `nima check` found failing
         if settings.init_from and resume is None:  # fine-tuning: start from those weights
             load_checkpoint(model, starting_checkpoint(settings.init_from))
         encode_prompt(tokenizer, settings.sample_prompt)  # not only after training

@@ -68,6 +68,20 @@ def load_run(
     tokenizer = type(settings.tokenizer).load(run_dir / "tokenizer.json")
     with config.building():
         model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
+    _check_trusted(model, tokenizer, system, device)
     metadata = load_checkpoint(model, path)
     model.eval()
     return LoadedRun(run_dir, settings, tokenizer, model, metadata)
+
+
+def _check_trusted(model: torch.nn.Module, tokenizer: Any, system: PluginSystem, device) -> None:
+    """Refuse a run whose model plugins or tokenizer `nima check` found failing here."""
+    from nima.capabilities import check_model, check_trusted
+
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if callable(getattr(model, "plugins", None)):
+        check_model(
+            model, system.registries, device=device.type, dtype=dtype, training=False,
+            verdicts_only=True,
+        )  # fmt: skip
+    check_trusted(system.registries, [("tokenizer", tokenizer)], device.type)

@@ -1,28 +1,17 @@
 """Capability checks: a config asking a plugin for what it lacks fails before training starts.
 
-Declared capabilities (all optional) an attention plugin may carry:
-    backward: bool              it has a gradient
-    dtypes: list[str]           e.g. ["float32", "float16", "bfloat16", "float64"]
-    devices: list[str]          e.g. ["cpu", "cuda"]
-    head_dims: list[int] | None None means any head dimension
-    bias: bool                  it takes an additive attention bias (needed by a positional plugin
-                                that acts on the bias, such as positional.alibi)
-    dtypes_by_device: {device: [dtype, ...]}   narrows `dtypes` per device (e.g. no bf16 on the
-                                Triton CPU interpreter)
-    interpreter: {device: how}  devices the plugin reaches only through an interpreter (correct,
-                                far too slow to time), and how to enable it there; a Triton
-                                kernel declares TRITON_INTERPRETER
-Other families declare backward, devices and dtypes; a positional plugin's `acts_on` says where
-it acts ("embed", "rotate", "bias"). The declared type of each family's capabilities is in
-nima.capability_types. `check_model` applies these to every plugin a model runs, each layer's
-own, before training. The check names the registered plugins that do have what was asked for.
+What a plugin may declare, family by family, is typed in nima.capability_types (and tabled in
+docs/writing-plugins.md). `check_model` applies it to every plugin a model runs, each layer's
+own, before training; the check names the registered plugins that do have what was asked for.
 No silent fallback.
 
 A declared capability that `nima check` found failing is not trusted: the check records its
 verdicts per plugin, package version and device (`$NIMA_CACHE_DIR/check/verdicts.json`), and
-`require` refuses what failed there (a dtype, backward, bias, a head dim; a broken property such
-as causal masking refuses the plugin outright) until the plugin passes `nima check` again or its
-package version changes.
+NIMA refuses what failed there (a dtype, backward, bias, a head dim; a broken property such as
+causal masking or a tokenizer's round trip refuses the plugin outright) until the plugin passes
+`nima check` again or its package version changes: `nima run` for the model's plugins, its
+tokenizer and its samplers; loading a finished run (generate, chat, nima.load, attention maps,
+fill, HF export: nima.runs.load.load_run) for the model's plugins and its tokenizer.
 """
 
 from __future__ import annotations
@@ -166,19 +155,34 @@ def distrusted(entry: Entry, needs: dict[str, Any]) -> list[str]:
     return found
 
 
-def require(registry: Registry, entry: Entry, **needs: Any) -> None:
-    """Raise CapabilityError if `entry` lacks any of `needs`, naming plugins that have them, or
-    if `nima check` found what is needed failing."""
-    missing = lacks(entry, needs)
+def require_trusted(registry: Registry, entry: Entry, **needs: Any) -> None:
+    """Raise CapabilityError if `nima check` found what of `needs` the entry is used for failing."""
     untrusted = distrusted(entry, needs)
-    if untrusted and not missing:
+    if untrusted:
         raise CapabilityError(
             f"{registry.family} plugin {entry.name!r} (package {entry.package!r}) is not trusted "
             f"for this run: {', '.join(untrusted)} on {needs.get('device', 'cpu')}. Fix it and "
             f"run `nima check {registry.family}.{entry.name}` again (verdicts are kept per "
             f"package version in {verdicts_path()}), or choose another {registry.family} plugin."
         )
+
+
+def check_trusted(registries: Registries, plugins: Iterable[tuple[str, Any]], device: str) -> None:
+    """Raise CapabilityError if `nima check` found any of these (family, instance) plugins
+    failing on `device`: the tokenizer and samplers a run uses, beside its model's plugins."""
+    for family, instance in plugins:
+        registry = registries[family]
+        entry = registry.find(instance)
+        if entry is not None:  # built in Python, not registered: nothing was checked
+            require_trusted(registry, entry, device=device)
+
+
+def require(registry: Registry, entry: Entry, **needs: Any) -> None:
+    """Raise CapabilityError if `entry` lacks any of `needs`, naming plugins that have them, or
+    if `nima check` found what is needed failing."""
+    missing = lacks(entry, needs)
     if not missing:
+        require_trusted(registry, entry, **needs)
         return
     asked = ", ".join(f"{k}={v}" if v is not True else k for k, v in needs.items())
     able = [e.name for e in registry.entries() if e is not entry and not lacks(e, needs)]
@@ -198,9 +202,16 @@ def require(registry: Registry, entry: Entry, **needs: Any) -> None:
 
 
 def check_model(
-    model: Any, registries: Registries, *, device: str, dtype: str, training: bool = True
+    model: Any,
+    registries: Registries,
+    *,
+    device: str,
+    dtype: str,
+    training: bool = True,
+    verdicts_only: bool = False,
 ) -> None:
-    """Raise CapabilityError if any plugin the model runs lacks what this run needs.
+    """Raise CapabilityError if any plugin the model runs lacks what this run needs (with
+    `verdicts_only`, only if `nima check` found it failing: a finished run being loaded).
 
     The model lists its plugins as (family, instance) pairs, every layer's own
     (`model.plugins()`, as GPT does). Each registered one must support the device and the compute
@@ -236,4 +247,4 @@ def check_model(
                 needs["head_dim"] = model.head_dim
             if needs_bias:
                 needs["bias"] = True
-        require(registry, entry, **needs)
+        (require_trusted if verdicts_only else require)(registry, entry, **needs)

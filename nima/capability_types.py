@@ -19,18 +19,28 @@ from nima.errors import CapabilityError
 DType = Literal["float32", "float64", "float16", "bfloat16"]
 Mask = Literal["causal", "causal_bottom_right", "key_padding"]
 ActsOn = Literal["embed", "rotate", "bias"]
-LayerFormula = Literal["layernorm", "rmsnorm", "gelu", "swiglu", "relu2"]
+NormFormula = Literal["layernorm", "rmsnorm"]
+MlpFormula = Literal["gelu", "swiglu", "relu2"]
+# The device types a plugin may name (torch's, as in torch.device("cuda")); "gpu" is not one.
+Device = Literal["cpu", "cuda", "mps", "xpu", "hpu", "mtia"]
 SamplerRule = Literal["temperature", "top_k", "top_p", "min_p", "greedy"]
 
 
-class Common(TypedDict, total=False):
-    """What every family may declare. Absent `devices`/`dtypes`, or None, means any."""
+class Buildable(TypedDict, total=False):
+    """What every family may declare."""
+
+    # constructor arguments nima.testing builds the plugin with (a required argument, a size)
+    check_kwargs: dict[str, Any]
+
+
+class Common(Buildable, total=False):
+    """Absent `devices`/`dtypes`, or None, means any."""
 
     backward: bool  # it has a gradient (absent: no backward)
-    devices: list[str] | None  # e.g. ["cpu", "cuda"]
+    devices: list[Device] | None  # e.g. ["cpu", "cuda"]
     dtypes: list[DType] | None
-    dtypes_by_device: dict[str, list[DType]]  # narrows `dtypes` on a device
-    interpreter: dict[str, str]  # device -> how to reach it through an interpreter (Triton's)
+    dtypes_by_device: dict[Device, list[DType]]  # narrows `dtypes` on a device
+    interpreter: dict[Device, str]  # device -> how to reach it through an interpreter (Triton's)
 
 
 class AttentionCapabilities(Common, total=False):
@@ -47,16 +57,22 @@ class PositionalCapabilities(Common, total=False):
     acts_on: list[ActsOn]  # where it acts: token embeddings, q and k, the attention bias
 
 
-class LayerCapabilities(Common, total=False):
-    formula: LayerFormula  # the written-out reference it must match (nima.testing.layers)
+class NormCapabilities(Common, total=False):
+    formula: NormFormula  # the written-out reference it must match (nima.testing.layers)
 
 
-class TokenizerCapabilities(TypedDict, total=False):
-    unk: bool  # unseen text maps to an unknown token (so only seen characters round-trip)
+class MlpCapabilities(Common, total=False):
+    formula: MlpFormula
+
+
+class TokenizerCapabilities(Buildable, total=False):
+    # unseen text maps to an unknown token, so only seen characters round-trip (absent: False,
+    # any text must round-trip)
+    unk: bool
     hf_format: bool  # reads and writes Hugging Face tokenizer.json
 
 
-class SamplerCapabilities(TypedDict, total=False):
+class SamplerCapabilities(Buildable, total=False):
     kind: Literal["processor", "selector"]
     rule: SamplerRule  # the filtering rule `nima.testing` checks it against
 
@@ -64,8 +80,8 @@ class SamplerCapabilities(TypedDict, total=False):
 CAPABILITY_TYPES: dict[str, type] = {
     "attention": AttentionCapabilities,
     "positional": PositionalCapabilities,
-    "norm": LayerCapabilities,
-    "mlp": LayerCapabilities,
+    "norm": NormCapabilities,
+    "mlp": MlpCapabilities,
     "tokenizer": TokenizerCapabilities,
     "sampler": SamplerCapabilities,
     "strategy": Common,

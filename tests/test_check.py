@@ -73,7 +73,9 @@ def test_a_broken_plugin_fails_the_check_and_is_then_refused(tmp_path: Path) -> 
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
     assert "leaky (leaky-attention)" in out and "capability" in out  # a column per plugin
-    assert "✗ attention.leaky breaks 'causal' (query i sees keys j <= i)" in " ".join(out.split())
+    assert "✗ attention.leaky breaks 'causal' (query i sees keys j <= i + Nk - Nq)" in " ".join(
+        out.split()
+    )
     verdicts = json.loads((cache / "check" / "verdicts.json").read_text())
     (key, failing), = verdicts.items()  # fmt: skip
     assert key == "attention.leaky leaky-attention==0.1 cpu"
@@ -141,3 +143,66 @@ def test_cuda_without_a_gpu_is_refused(tmp_path: Path) -> None:
         pytest.skip("this machine has CUDA")
     done = nima_check("attention.sdpa", "--device", "cuda", cache=tmp_path)
     assert done.returncode == 2 and "no CUDA device on this machine" in done.stderr
+
+
+# --- what `nima check` found failing is refused wherever the plugin would run ----------------
+
+SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "smoke.gin"
+QUICK = ["train.steps = 2", "train.eval_interval = 2", "train.sample_tokens = 2"]
+
+
+def distrust(monkeypatch, tmp_path: Path, family: str, name: str, capability: str) -> None:
+    """Record, as `nima check` would, that `family.name` fails `capability` on the CPU."""
+    import nima.capabilities
+
+    path = tmp_path / "verdicts.json"
+    key = verdict_key(nima.entry(family, name), "cpu")
+    path.write_text(json.dumps({key: {capability: f"{name} breaks {capability}"}}))
+    monkeypatch.setattr(nima.capabilities, "verdicts_path", lambda: path)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from nima.hooks import reset
+    from nima.train.run import run_experiment
+
+    run_dir = tmp_path_factory.mktemp("trusted") / "run"
+    run_experiment([SMOKE], QUICK, reset(), run_dir=run_dir, show_progress=False)
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("family", "name", "capability"),
+    [("tokenizer", "char", "round_trip"), ("sampler", "temperature", "shape")],
+)
+def test_nima_run_refuses_an_untrusted_tokenizer_or_sampler(
+    family: str, name: str, capability: str, tmp_path: Path, monkeypatch
+) -> None:
+    from nima.hooks import reset
+    from nima.train.run import run_experiment
+
+    distrust(monkeypatch, tmp_path, family, name, capability)
+    with pytest.raises(
+        CapabilityError, match=f"{family} plugin '{name}'.*not trusted.*{capability}"
+    ):
+        run_experiment([SMOKE], QUICK, reset(), run_dir=tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    ("family", "name", "capability"),
+    [("attention", "sdpa", "causal"), ("tokenizer", "char", "round_trip")],
+)
+def test_a_loaded_run_with_an_untrusted_plugin_is_refused(
+    family: str, name: str, capability: str, run_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """nima.load (generate, chat) and `nima attention` load runs through nima.runs.load_run."""
+    from nima.cli import main
+
+    nima.load(run_dir)  # trusted while no verdict says otherwise
+    distrust(monkeypatch, tmp_path, family, name, capability)
+    with pytest.raises(CapabilityError, match=f"'{name}'.*not trusted.*{capability}"):
+        nima.load(run_dir)
+    code = main(["attention", str(run_dir), "--text", "To be", "--out", str(tmp_path / "m.png")])
+    assert code != 0 and "not trusted" in capsys.readouterr().err
+    assert not (tmp_path / "m.png").exists()

@@ -8,7 +8,7 @@ In your plugin package's tests (with NIMA and your package installed):
 
 pytest then collects one test per plugin and declared capability, e.g.
 `test_my_plugins[attention.softcap:float16]`; a failure names the broken property
-("attention.softcap breaks 'causal' (query i sees keys j <= i): ..."). Capabilities a plugin
+("attention.softcap breaks 'causal' (query i sees keys j <= i + Nk - Nq): ..."). Capabilities a plugin
 does not declare are not tested (`nima check` shows them as "not declared"). The pytest plugin
 (nima.testing.pytest_plugin, loaded through the `pytest11` entry point) adds `--nima-device`
 (cpu by default, or cuda) and expands these tests at collection time.

@@ -19,20 +19,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from nima.errors import DataError
+from nima.testing.kit import Check, Skip, maker
 
 EVENTS = ("nima_train_start", "nima_train_step", "nima_evaluate", "nima_train_end")
 
 
-class Unavailable(Exception):
-    """The plugin cannot be checked on this machine (the reason is the message)."""
-
-
 def _dataset(factory: Any) -> Any:
+    dataset = factory()  # nima.testing.kit.maker: Skip when it cannot be built here
     try:
-        dataset = factory()
         splits = dataset.splits()
-    except DataError as exc:
-        raise Unavailable(" ".join(str(exc).split())) from None
+    except DataError as exc:  # the data is not on this machine
+        raise Skip(" ".join(str(exc).split())) from None
     return dataset, splits
 
 
@@ -98,19 +95,10 @@ def _send_events(logger: Any, run: Any) -> tuple[bool, str]:
     return system.pm.is_registered(logger), stderr.getvalue()
 
 
-def _logger(factory: Any) -> Any:
-    from nima.errors import NimaError
-
-    try:
-        return factory()
-    except NimaError as exc:  # e.g. tensorboard not installed
-        raise Unavailable(" ".join(str(exc).split())) from None
-
-
 def check_events(factory: Any) -> None:
     quiet = contextlib.redirect_stderr(io.StringIO())  # a progress display draws on stderr
     with quiet, tempfile.TemporaryDirectory(prefix="nima-check-") as folder:
-        logger = _logger(factory)
+        logger = factory()
         kept, printed = _send_events(logger, fake_run(Path(folder)))
         raised = [line for line in printed.splitlines() if "warning:" in line]
         assert kept, f"it raised on a trainer event: {' '.join(raised)}"
@@ -120,10 +108,10 @@ def check_events(factory: Any) -> None:
 def check_own_error(factory: Any) -> None:
     quiet = contextlib.redirect_stderr(io.StringIO())
     with quiet, tempfile.TemporaryDirectory(prefix="nima-check-") as folder:
-        logger = _logger(factory)
+        logger = factory()
         hooks = [e for e in EVENTS[1:3] if callable(getattr(logger, e, None))]
         if not hooks:
-            raise Unavailable("it implements neither nima_train_step nor nima_evaluate")
+            raise Skip("it implements neither nima_train_step nor nima_evaluate")
 
         def broken(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("injected by nima.testing")
@@ -137,38 +125,20 @@ def check_own_error(factory: Any) -> None:
         logger.close()
 
 
-def _available(fn):
-    """Turn Unavailable into the kit's skip (raised as a marked exception)."""
-
-    def run():
-        try:
-            return fn()
-        except Unavailable as exc:
-            from nima.testing.kit import Skip
-
-            raise Skip(str(exc)) from None
-
-    return run
-
-
 def dataset_checks(entry, device: str) -> list:
-    from nima.testing.kit import Check
-
     return [
         Check("dataset", entry.name, "splits", "train and val splits of non-empty text", True,
-              _available(lambda: check_splits(entry.obj))),
+              lambda: check_splits(maker(entry))),
         Check("dataset", entry.name, "checksum", "a stable checksum", True,
-              _available(lambda: check_checksum(entry.obj))),
+              lambda: check_checksum(maker(entry))),
     ]  # fmt: skip
 
 
 def logger_checks(entry, device: str) -> list:
-    from nima.testing.kit import Check
-
     return [
         Check("logger", entry.name, "events", "every trainer event, without raising", True,
-              _available(lambda: check_events(entry.obj))),
+              lambda: check_events(maker(entry))),
         Check("logger", entry.name, "own_error",
               "after its own hook raises: dropped with a warning, the run goes on, close() works",
-              True, _available(lambda: check_own_error(entry.obj))),
+              True, lambda: check_own_error(maker(entry))),
     ]  # fmt: skip

@@ -13,10 +13,11 @@ each declared check one test.
 
 from __future__ import annotations
 
+import inspect
 import time
 import traceback
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 # The status of a check, as the matrix shows it.
@@ -28,17 +29,50 @@ class Skip(Exception):
     why: it needs a path, data this machine lacks, a hook it does not implement)."""
 
 
-def build(factory: Callable[..., Any], **kwargs: Any) -> Any:
-    """factory(**kwargs), or Skip when the plugin refuses to be built here with a NimaError (it
-    needs a path, data or a file this machine lacks): a configuration gap, not a broken contract."""
+ARGUMENTS_HINT = (
+    "give the kit its constructor arguments with the `check_kwargs` capability, or "
+    "conformance(..., kwargs={'family.name': {...}}) in your tests"
+)
+
+
+def build(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """factory(*args, **kwargs), or Skip when it cannot be built here: a required argument
+    nobody gave (see `maker`), or a NimaError (it needs a path, data or a file this machine
+    lacks). Either is a configuration gap, not a broken contract, so never `failing`."""
     from nima.errors import NimaError
 
     try:
-        return factory(**kwargs)
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C factory: nothing to inspect
+        signature = None
+    try:
+        given = signature.bind_partial(*args, **kwargs).arguments if signature else None
+    except TypeError:  # it refuses the family's arguments: a broken contract, the call says how
+        given = None
+    if signature is not None and given is not None:
+        required = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        missing = [
+            p.name
+            for p in signature.parameters.values()
+            if p.kind in required and p.default is p.empty and p.name not in given
+        ]
+        if missing:
+            raise Skip(f"cannot be built without {', '.join(missing)}: {ARGUMENTS_HINT}")
+    try:
+        return factory(*args, **kwargs)
     except NimaError as exc:
-        raise Skip(
-            f"cannot be built with its defaults here: {' '.join(str(exc).split())}"
-        ) from None
+        raise Skip(f"cannot be built here: {' '.join(str(exc).split())}") from None
+
+
+def maker(entry: Any) -> Callable[..., Any]:
+    """The one way every family's checks build a plugin: build(entry.obj, **family arguments),
+    the author's `check_kwargs` capability given on top."""
+    given = entry.capabilities.get("check_kwargs") or {}
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        return build(entry.obj, *args, **{**kwargs, **given})
+
+    return make
 
 
 @dataclass(frozen=True)
@@ -65,7 +99,6 @@ class Result:
     status: str
     message: str = ""
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         tail = f": {self.message}" if self.message else ""
@@ -89,35 +122,42 @@ def run_check(check: Check) -> Result:
         return Result(check, SKIPPED, check.skip or "nothing to run")
     start = time.perf_counter()
     try:
-        extra = check.run()
+        check.run()
     except Skip as why:
         return Result(check, SKIPPED, str(why), time.perf_counter() - start)
     except Exception as error:  # a crash is a failure of the property too
         return Result(check, FAILING, failure_message(check, error), time.perf_counter() - start)
-    extra = extra if isinstance(extra, dict) else {}
-    return Result(check, VERIFIED, "", time.perf_counter() - start, extra)
+    return Result(check, VERIFIED, "", time.perf_counter() - start)
 
 
-def collect(entries: Iterable[Any], *, device: str = "cpu") -> list[Check]:
+def collect(
+    entries: Iterable[Any],
+    *,
+    device: str = "cpu",
+    kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Check]:
     """Every check of every entry, in order (entries of families the kit has no checks for are
-    left out)."""
-    builders = _builders()
+    left out). `kwargs` gives constructor arguments by "family.name", over `check_kwargs`."""
+    family_checks = _family_checks()
     checks: list[Check] = []
     for entry in entries:
-        build = builders.get(entry.family)
-        if build is not None:
-            for check in build(entry, device):
-                checks.append(_stamp(check, entry))
+        given = (kwargs or {}).get(f"{entry.family}.{entry.name}")
+        if given is not None:
+            caps = entry.capabilities
+            entry = replace(
+                entry,
+                capabilities={
+                    **caps,
+                    "check_kwargs": {**(caps.get("check_kwargs") or {}), **given},
+                },
+            )
+        checks_of = family_checks.get(entry.family)
+        if checks_of is not None:
+            checks += [replace(c, package=entry.package) for c in checks_of(entry, device)]
     return checks
 
 
-def _stamp(check: Check, entry: Any) -> Check:
-    from dataclasses import replace
-
-    return replace(check, package=entry.package)
-
-
-def _builders() -> dict[str, Callable[[Any, str], list[Check]]]:
+def _family_checks() -> dict[str, Callable[[Any, str], list[Check]]]:
     from nima.testing import attention, data, layers, optim, positional, samplers, tokenizers
 
     return {

@@ -161,7 +161,7 @@ def build_layer(
 def layer_checks(entry, device: str) -> list:
     """A norm or mlp plugin's checks: parity with its declared `formula` in each declared dtype,
     gradients (backward), and the shape contract (any plugin)."""
-    from nima.testing.kit import Check, device_skip, dtypes_on
+    from nima.testing.kit import Check, device_skip, dtypes_on, maker
 
     caps = entry.capabilities
     on_device, skip = device_skip(entry, device)
@@ -171,7 +171,7 @@ def layer_checks(entry, device: str) -> list:
 
     def parity(dtype: str, grad: bool):
         def run():
-            layer = build_layer(entry.family, entry.obj)
+            layer = build_layer(entry.family, maker(entry))
             reference = REFERENCES[formula](getattr(layer, "eps", 1e-5))
             return check_layer_parity(
                 layer, reference, dtype=getattr(torch, dtype), device=device, grad=grad
@@ -180,7 +180,7 @@ def layer_checks(entry, device: str) -> list:
         return run
 
     def shape():
-        layer = build_layer(entry.family, entry.obj).to(device)
+        layer = build_layer(entry.family, maker(entry)).to(device)
         x = torch.randn(2, 7, D_MODEL, device=device)
         y = layer(x)
         assert y.shape == x.shape and y.dtype == x.dtype, (

@@ -106,21 +106,21 @@ def check_schedule(factory: Any) -> dict[str, float]:
 
 
 def optimizer_checks(entry, device: str) -> list:
-    from nima.testing.kit import Check
+    from nima.testing.kit import Check, maker
 
     return [
         Check("optimizer", entry.name, "loss_falls", "a toy problem's loss falls", True,
-              lambda: check_loss_falls(entry.obj)),
+              lambda: check_loss_falls(maker(entry))),
         Check("optimizer", entry.name, "state_dict", "state_dict round-trips exactly", True,
-              lambda: check_state_dict(entry.obj)),
+              lambda: check_state_dict(maker(entry))),
     ]  # fmt: skip
 
 
 def scheduler_checks(entry, device: str) -> list:
-    from nima.testing.kit import Check
+    from nima.testing.kit import Check, maker
 
     return [
         Check("scheduler", entry.name, "schedule",
               "lr at the start, at the end of warmup and at the end", True,
-              lambda: check_schedule(entry.obj)),
+              lambda: check_schedule(maker(entry))),
     ]  # fmt: skip

@@ -282,16 +282,16 @@ def check_relative_rotation(
 def positional_checks(entry, device: str) -> list:
     """A positional plugin's checks: chunked == whole (any plugin), relative offsets (one that
     rotates q and k, or adds an attention bias)."""
-    from nima.testing.kit import Check, device_skip
+    from nima.testing.kit import Check, device_skip, maker
 
     on_device, skip = device_skip(entry, device)
     acts_on = entry.capabilities.get("acts_on") or []
 
     def chunked():
-        check_chunked(build_positional(entry.obj, device), device=device)
+        check_chunked(build_positional(maker(entry), device), device=device)
 
     def relative():
-        module = build_positional(entry.obj, device)
+        module = build_positional(maker(entry), device)
         if "rotate" in acts_on:
             check_relative_rotation(module, device=device)
         if "bias" in acts_on:

@@ -84,12 +84,12 @@ def check_rule(processor: Any, rule: str) -> None:
 
 def sampler_checks(entry, device: str) -> list:
     """A sampler plugin's checks, built with its defaults."""
-    from nima.testing.kit import Check
+    from nima.testing.kit import Check, maker
 
-    rule = entry.capabilities.get("rule")
+    make, rule = maker(entry), entry.capabilities.get("rule")
     return [
         Check("sampler", entry.name, "shape", "(B, V) logits in and out, input untouched, no NaN",
-              True, lambda: check_shape(entry.obj())),
+              True, lambda: check_shape(make())),
         Check("sampler", entry.name, "rule", f"the {rule} rule", rule is not None,
-              lambda: check_rule(entry.obj(), rule)),
+              lambda: check_rule(make(), rule)),
     ]  # fmt: skip

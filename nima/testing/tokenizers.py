@@ -46,15 +46,19 @@ CORPUS = (
     "All:\nSpeak, speak.\n"
     "Zoë said: naïve café — 日本語 text, tabs\tand  double  spaces!\n"
     "Numbers 0123456789 and symbols #$%&()*+-/<=>?@[]^_{|}~\n"
-    "Second line's quotes \"here\" and 'there'.\n"
+    "Second line's quotes \"here\" and 'there'.\n" + " ".join(chr(c) for c in range(33, 127)) + "\n"
+    # every printable ASCII character, so that a tokenizer losing any of them fails round_trip
 )
 EXAMPLES = 40  # hypothesis examples per property (a fixed seed: the same in CI and on a laptop)
 
 
-def _hypothesis(strategy, prop) -> None:
-    """Run `prop` on `strategy`'s examples, derandomized, no example database on disk."""
+def _hypothesis(strategy, prop, *always: Any) -> None:
+    """Run `prop` on `always`, then on `strategy`'s examples, derandomized, no example database
+    on disk."""
     from hypothesis import HealthCheck, given, settings
 
+    for value in always:
+        prop(value)
     run = settings(
         max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
         suppress_health_check=list(HealthCheck),
@@ -62,17 +66,17 @@ def _hypothesis(strategy, prop) -> None:
     run()
 
 
-def _trained(factory) -> Any:
-    from nima.testing.kit import build
-
-    tokenizer = build(factory)
+def _trained(make) -> Any:
+    """A tokenizer from `make` (nima.testing.kit.maker) trained on CORPUS."""
+    tokenizer = make()
     tokenizer.train(CORPUS)
     return tokenizer
 
 
 def check_round_trip(tokenizer, *, any_text: bool) -> None:
-    """decode(encode(text)) == text: on text recombined from the training corpus's lines, or
-    with `any_text` on arbitrary Unicode (a byte-level tokenizer, no unknown token)."""
+    """decode(encode(text)) == text: on the whole training corpus (every printable ASCII
+    character) and text recombined from its lines, or with `any_text` on arbitrary Unicode (a
+    byte-level tokenizer, no unknown token)."""
     from hypothesis import strategies as st
 
     lines = CORPUS.splitlines()
@@ -83,7 +87,7 @@ def check_round_trip(tokenizer, *, any_text: bool) -> None:
         got = tokenizer.decode(tokenizer.encode(text))
         assert got == text, f"decode(encode(text)) gave {got!r} for text {text!r}"
 
-    _hypothesis(strategy, prop)
+    _hypothesis(strategy, prop, CORPUS)
 
 
 def check_save_load(tokenizer, folder: Path) -> None:
@@ -147,13 +151,13 @@ def tokenizer_checks(entry, device: str) -> list:
     """A tokenizer plugin's checks, trained with its defaults on a small corpus."""
     import tempfile
 
-    from nima.testing.kit import Check
+    from nima.testing.kit import Check, maker
 
-    unk = bool(entry.capabilities.get("unk", True))
+    unk = bool(entry.capabilities.get("unk", False))
 
     def with_tokenizer(fn):
         def run():
-            return fn(_trained(entry.obj))
+            return fn(_trained(maker(entry)))
 
         return run
 

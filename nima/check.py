@@ -72,13 +72,13 @@ def main_check(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     record(results, args.device)
+    if not args.json:
+        print_matrix(results)  # first: a timing that cannot run loses nothing
     timings = bench(entries, args.device) if args.bench else []
     if args.json:
         print(json.dumps({"results": [as_dict(r) for r in results], "bench": timings}, indent=2))
-    else:
-        print_matrix(results)
-        if timings:
-            print_bench(timings)
+    elif timings:
+        print_bench(timings)
     return 1 if any(r.status == FAILING for r in results) else 0
 
 
@@ -163,60 +163,105 @@ def print_matrix(results: Sequence[Any]) -> None:
 
 def bench(entries: Sequence[Any], device: str, rounds: int = 5) -> list[dict[str, Any]]:
     """Median time of a forward (+ backward) pass of each attention, norm and mlp plugin next to
-    its family's reference on the same inputs, timed in alternating rounds in this process."""
-    import torch
-
+    its family's reference on the same inputs in a dtype the plugin declares, timed in
+    alternating rounds in this process. A plugin that cannot be timed here gets a row saying why
+    ("skipped"), never a traceback."""
     from nima.capabilities import lacks
 
     timings = []
     for entry in entries:
-        if entry.family not in ("attention", "norm", "mlp") or lacks(entry, {"device": device}):
+        if entry.family not in ("attention", "norm", "mlp"):
             continue
-        if device in (entry.capabilities.get("interpreter") or {}) and device == "cpu":
-            continue  # reached through an interpreter here: correct, but too slow to time
-        made = _bench_pair(entry, device)
-        if made is None:
-            continue
-        plugin, reference, what, shape = made
-        times: dict[str, list[float]] = {"plugin": [], "reference": []}
-        for fn in (plugin, reference):  # warm-up (and Triton's compile)
-            fn()
-        for _ in range(rounds):
-            for name, fn in (("plugin", plugin), ("reference", reference)):
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                fn()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - start)
-        p, r = (sorted(t)[len(t) // 2] * 1e3 for t in (times["plugin"], times["reference"]))
-        timings.append({
-            "plugin": f"{entry.family}.{entry.name}", "against": what, "shape": shape,
-            "plugin_ms": round(p, 3), "reference_ms": round(r, 3), "speedup": round(r / p, 3),
-        })  # fmt: skip
+        name = f"{entry.family}.{entry.name}"
+        if lacks(entry, {"device": device}):
+            timings.append({"plugin": name, "skipped": f"device {device} not declared"})
+        elif device in (entry.capabilities.get("interpreter") or {}) and device == "cpu":
+            why = "reached through an interpreter here: correct, but too slow to time"
+            timings.append({"plugin": name, "skipped": why})
+        else:
+            try:
+                timings.append(_time(entry, device, rounds))
+            except NotTimed as why:
+                timings.append({"plugin": name, "skipped": str(why)})
+            except Exception as exc:  # a plugin that cannot run this shape or dtype here
+                detail = " ".join(str(exc).split())[:200]
+                timings.append(
+                    {"plugin": name, "skipped": f"raised {type(exc).__name__}: {detail}"}
+                )
     return timings
+
+
+class NotTimed(Exception):
+    """The plugin cannot be timed here (the message says why)."""
+
+
+def _time(entry: Any, device: str, rounds: int) -> dict[str, Any]:
+    import torch
+
+    from nima.testing.kit import Skip
+
+    dtype = bench_dtype(entry, device)
+    try:
+        made = _bench_pair(entry, device, getattr(torch, dtype))
+    except Skip as why:  # it cannot be built here
+        raise NotTimed(str(why)) from None
+    if made is None:
+        raise NotTimed("no `formula` to time against")
+    plugin, reference, what, shape = made
+    times: dict[str, list[float]] = {"plugin": [], "reference": []}
+    for fn in (plugin, reference):  # warm-up (and Triton's compile)
+        fn()
+    for _ in range(rounds):
+        for name, fn in (("plugin", plugin), ("reference", reference)):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    p, r = (sorted(t)[len(t) // 2] * 1e3 for t in (times["plugin"], times["reference"]))
+    return {
+        "plugin": f"{entry.family}.{entry.name}", "against": what, "shape": shape,
+        "dtype": dtype, "plugin_ms": round(p, 3), "reference_ms": round(r, 3),
+        "speedup": round(r / p, 3),
+    }  # fmt: skip
+
+
+def bench_dtype(entry: Any, device: str) -> str:
+    """The dtype to time in: float32 on CPU and bfloat16 on CUDA where declared, else the first
+    dtype the plugin declares there."""
+    from nima.testing.kit import dtypes_on
+
+    preferred = "float32" if device == "cpu" else "bfloat16"
+    declared = dtypes_on(entry, device, [preferred])
+    if not declared:
+        raise NotTimed(f"it declares no dtype on {device}")
+    return preferred if preferred in declared else declared[0]
 
 
 _SHAPE = {"cpu": (2, 4, 256, 64), "cuda": (4, 16, 2048, 64)}  # (B, H, N, D)
 
 
-def _bench_pair(entry: Any, device: str):
+def _bench_pair(entry: Any, device: str, dtype: Any):
     """(plugin step, reference step, reference name, input shape); steps take no argument."""
     import torch
 
     import nima
     from nima.testing.attention import to_device
+    from nima.testing.kit import maker
 
     B, H, N, D = _SHAPE[device]  # a norm or mlp: x (B, N, H * D)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    head_dims = entry.capabilities.get("head_dims")
+    if entry.family == "attention" and head_dims is not None and D not in head_dims:
+        D = min(head_dims, key=lambda d: (abs(d - D), d))
     backward = bool(entry.capabilities.get("backward"))
     if entry.family == "attention":
         q, k, v = (
             torch.randn(B, H, N, D, device=device, dtype=dtype, requires_grad=backward)
             for _ in range(3)
         )
-        plugin = to_device(entry.obj(), device)
+        plugin = to_device(maker(entry)(), device)
         reference = nima.get("attention", "reference")()
 
         def step(attn):
@@ -234,7 +279,7 @@ def _bench_pair(entry: Any, device: str):
     formula = entry.capabilities.get("formula")
     if formula is None:
         return None
-    layer = build_layer(entry.family, entry.obj, d_model=D).to(device=device, dtype=dtype)
+    layer = build_layer(entry.family, maker(entry), d_model=D).to(device=device, dtype=dtype)
     reference = REFERENCES[formula](getattr(layer, "eps", 1e-5))
     params = dict(layer.named_parameters())
     x = torch.randn(B, N, D, device=device, dtype=dtype, requires_grad=backward)
@@ -257,9 +302,14 @@ def print_bench(timings: Sequence[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="--bench (median of interleaved rounds, forward + backward where declared)")
-    for column in ("plugin", "against", "plugin ms", "reference ms", "speedup"):
+    for column in ("plugin", "against", "dtype", "plugin ms", "reference ms", "speedup"):
         table.add_column(column)
     for t in timings:
-        table.add_row(t["plugin"], t["against"], f"{t['plugin_ms']:.3f}",
-                      f"{t['reference_ms']:.3f}", f"{t['speedup']:.2f}x")  # fmt: skip
-    Console().print(table)
+        if "skipped" not in t:
+            table.add_row(t["plugin"], t["against"], t["dtype"], f"{t['plugin_ms']:.3f}",
+                          f"{t['reference_ms']:.3f}", f"{t['speedup']:.2f}x")  # fmt: skip
+    console = Console()
+    console.print(table)
+    for t in timings:
+        if "skipped" in t:
+            console.print(f"– {t['plugin']} not timed: {t['skipped']}", highlight=False)

@@ -44,7 +44,7 @@ def install(root: Path, dist: str, module: str, body: str) -> None:
 
 def nima_check(*args: str, site: Path | None = None, cache: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "NIMA_DISABLE_PLUGINS"}
-    env["NIMA_CACHE_DIR"] = str(cache)
+    env["NIMA_CACHE_DIR"], env["COLUMNS"] = str(cache), "200"  # rich tables unwrapped
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "nima.cli", "check", *args]
@@ -79,7 +79,7 @@ def test_a_broken_plugin_fails_the_check_and_is_then_refused(tmp_path: Path) -> 
     verdicts = json.loads((cache / "check" / "verdicts.json").read_text())
     (key, failing), = verdicts.items()  # fmt: skip
     assert key == "attention.leaky leaky-attention==0.1 cpu"
-    assert {"causal", "nq_ne_nk"} <= set(failing) and "odd_lengths" not in failing
+    assert set(failing) == {"causal"}  # pinned: the other properties skip their causal cases
 
 
 def test_a_failing_capability_is_not_trusted(tmp_path: Path, monkeypatch) -> None:
@@ -127,6 +127,40 @@ def test_bench_times_plugins_next_to_their_reference(tmp_path: Path) -> None:
     assert bench["attention.sdpa"]["against"] == "attention.reference"
     assert bench["norm.rmsnorm"]["against"] == "the rmsnorm formula in plain torch"
     assert all(t["plugin_ms"] > 0 and t["reference_ms"] > 0 for t in bench.values())
+
+
+HALF_ONLY = """
+    from nima import hookimpl
+    from nima_attention.reference import ReferenceAttention
+
+    class Half(ReferenceAttention):
+        '''The reference, declared for float16 only.'''
+
+    class NoLongSequences(ReferenceAttention):
+        '''Refuses what --bench times: sequences over 64 tokens.'''
+        def forward(self, q, k, v, **kwargs):
+            if q.shape[2] > 64:
+                raise ValueError("sequences over 64 tokens are not supported")
+            return super().forward(q, k, v, **kwargs)
+
+    @hookimpl
+    def nima_register(registry):
+        registry.attention("half", Half, capabilities={"dtypes": ["float16"]})
+        registry.attention("short", NoLongSequences, capabilities={"dtypes": ["float32"]})
+"""
+
+
+def test_bench_times_in_a_declared_dtype_and_skips_what_cannot_run(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "half-attention", "half_attention", HALF_ONLY)
+    done = nima_check("half-attention", "--bench", site=site, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    out = " ".join(done.stdout.split())
+    assert out.index("capability") < out.index("--bench")  # the matrix first
+    assert "attention.half │ attention.reference │ float16" in out, out  # its declared dtype
+    assert "– attention.short not timed: raised ValueError: sequences over 64 tokens" in out
 
 
 def test_an_unknown_selection_is_one_clear_error(tmp_path: Path) -> None:

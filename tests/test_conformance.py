@@ -298,6 +298,45 @@ def test_pytest_plugin_makes_one_test_per_declared_capability(tmp_path: Path) ->
     assert "attention.leaky:scale" not in failed
 
 
+WINDOWED_PACKAGE = '''
+    """A plugin package whose attention needs a constructor argument, given to the kit."""
+    from nima.hooks import system
+    from nima.testing.conformance import conformance
+    from nima_attention.reference import ReferenceAttention
+
+    class Windowed(ReferenceAttention):
+        def __init__(self, window):
+            super().__init__()
+
+    class Plugin:
+        from nima import hookimpl
+
+        @staticmethod
+        @hookimpl
+        def nima_register(registry):
+            registry.attention("windowed", Windowed, capabilities={"dtypes": ["float32"]})
+
+    system().add_plugin(Plugin, package="windowed-attention")
+
+    test_bare = conformance("windowed-attention")
+    test_given = conformance("windowed-attention", kwargs={"attention.windowed": {"window": 8}})
+'''
+
+
+def test_conformance_takes_constructor_arguments(tmp_path: Path) -> None:
+    (tmp_path / "test_windowed.py").write_text(textwrap.dedent(WINDOWED_PACKAGE))
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    # test_bare: every check skipped, naming the missing argument; test_given: every one passes
+    assert " 0 failed" not in out and "failed" not in out, out
+    count = out.count("cannot be built without window")
+    passed = int(out.split(" passed")[0].split()[-1])
+    assert count >= 1 and passed >= 8, out
+
+
 def test_the_pytest_plugin_is_cheap_for_projects_that_do_not_use_it() -> None:
     """pytest loads it in every project (pytest11): it must not import torch or any plugin."""
     code = (

@@ -113,6 +113,12 @@ def test_a_misspelt_capability_is_an_error_naming_the_valid_keys() -> None:
         ("positional", {"acts_on": ["rotary"]}, "'acts_on' must be list['embed' | 'rotate'"),
         ("sampler", {"rule": "nucleus"}, "'rule' must be"),
         ("tokenizer", {"backward": True}, "unknown capability 'backward'"),
+        ("attention", {"devices": ["gpu"]}, "'devices' must be list['cpu' | 'cuda'"),
+        ("mlp", {"devices": ["CUDA"]}, "'cuda'"),
+        ("attention", {"dtypes_by_device": {"gpu": ["float16"]}}, "'dtypes_by_device' must be"),
+        ("norm", {"formula": "gelu"}, "'formula' must be 'layernorm' | 'rmsnorm'"),
+        ("mlp", {"formula": "rmsnorm"}, "'formula' must be 'gelu' | 'swiglu' | 'relu2'"),
+        ("attention", {"check_kwargs": {1: 2}}, "'check_kwargs' must be dict[str, Any]"),
     ],
 )
 def test_a_wrong_capability_type_is_an_error(

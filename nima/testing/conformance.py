@@ -16,18 +16,22 @@ does not declare are not tested (`nima check` shows them as "not declared"). The
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-MARKER = "nima_conformance"
+from nima.testing.pytest_plugin import MARKER
 
 
-def conformance(*selection: str) -> Callable[..., None]:
+def conformance(
+    *selection: str, kwargs: Mapping[str, Mapping[str, Any]] | None = None
+) -> Callable[..., None]:
     """A pytest test function, parametrized over every declared check of the selected plugins
-    (packages, families or family.name; none: every registered plugin)."""
+    (packages, families or family.name; none: every registered plugin). `kwargs` gives the
+    constructor arguments of plugins that need some, by "family.name" (over their
+    `check_kwargs` capability): conformance("my-pkg", kwargs={"attention.windowed": {"window": 8}})."""
     import pytest
 
-    @pytest.mark.nima_conformance(*selection)
+    @getattr(pytest.mark, MARKER)(*selection, kwargs=dict(kwargs or {}))
     def test_conformance(nima_check: Any) -> None:
         verify(nima_check)
 
@@ -47,10 +51,12 @@ def verify(check: Any) -> None:
         pytest.fail(result.message, pytrace=False)
 
 
-def declared_checks(selection: tuple[str, ...], device: str) -> list[Any]:
+def declared_checks(
+    selection: tuple[str, ...], device: str, kwargs: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Any]:
     """The declared checks of the selected plugins (what the pytest plugin parametrizes)."""
     import nima
     from nima.testing.kit import collect, select
 
     entries = select(nima.plugins(), selection)
-    return [c for c in collect(entries, device=device) if c.declared]
+    return [c for c in collect(entries, device=device, kwargs=kwargs) if c.declared]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-MARKER = "nima_conformance"  # nima.testing.conformance.MARKER
+MARKER = "nima_conformance"  # the mark nima.testing.conformance.conformance puts on its test
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -39,7 +39,8 @@ def pytest_generate_tests(metafunc: Any) -> None:
     from nima.testing.conformance import declared_checks
 
     try:
-        checks = declared_checks(tuple(marker.args), metafunc.config.getoption("nima_device"))
+        device = metafunc.config.getoption("nima_device")
+        checks = declared_checks(tuple(marker.args), device, marker.kwargs.get("kwargs"))
     except NimaError as exc:  # e.g. the package is not installed: one clear line, no traceback
         problem = str(exc)
     else:

@@ -102,7 +102,9 @@ def _train(
     with config.building():  # the model, optimizer and scheduler factories run here
         model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
         check_model_plugins(model, system, device, settings.precision)  # before any write
-        used = [("tokenizer", tokenizer), *(("sampler", s) for s in settings.samplers)]
+        used = [("tokenizer", tokenizer), ("dataset", settings.dataset),
+                ("optimizer", settings.optimizer), ("scheduler", settings.scheduler),
+                *(("sampler", s) for s in settings.samplers)]  # fmt: skip
         check_trusted(system.registries, used, device.type)  # what `nima check` found failing
         if settings.init_from and resume is None:  # fine-tuning: start from those weights
             load_checkpoint(model, starting_checkpoint(settings.init_from))

@@ -17,6 +17,7 @@ fill, HF export: nima.runs.load.load_run) for the model's plugins and its tokeni
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 from collections.abc import Iterable
@@ -168,11 +169,11 @@ def require_trusted(registry: Registry, entry: Entry, **needs: Any) -> None:
 
 
 def check_trusted(registries: Registries, plugins: Iterable[tuple[str, Any]], device: str) -> None:
-    """Raise CapabilityError if `nima check` found any of these (family, instance) plugins
-    failing on `device`: the tokenizer and samplers a run uses, beside its model's plugins."""
+    """Raise CapabilityError if `nima check` found any of these (family, instance or factory)
+    plugins failing on `device`: the tokenizer, samplers... a run uses beside its model."""
     for family, instance in plugins:
         registry = registries[family]
-        entry = registry.find(instance)
+        entry = registry.find(inspect.unwrap(instance))  # a factory as gin wraps it, or an instance
         if entry is not None:  # built in Python, not registered: nothing was checked
             require_trusted(registry, entry, device=device)
 

@@ -207,9 +207,14 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(
     ("family", "name", "capability"),
-    [("tokenizer", "char", "round_trip"), ("sampler", "temperature", "shape")],
+    [
+        ("tokenizer", "char", "round_trip"),
+        ("sampler", "temperature", "shape"),
+        ("optimizer", "adamw", "loss_falls"),
+        ("dataset", "shakespeare_char", "checksum"),
+    ],
 )
-def test_nima_run_refuses_an_untrusted_tokenizer_or_sampler(
+def test_nima_run_refuses_an_untrusted_plugin_beside_the_model(
     family: str, name: str, capability: str, tmp_path: Path, monkeypatch
 ) -> None:
     from nima.hooks import reset

@@ -67,6 +67,24 @@ def test_attention_that_ignores_scale_fails_scale_alone() -> None:
     assert got["masked_rows"].status == VERIFIED
 
 
+class Jittery(ReferenceAttention):
+    """The reference plus a random error far below fp32's tolerance: right, not deterministic."""
+
+    def forward(self, q, k, v, **kwargs):
+        out = super().forward(q, k, v, **kwargs)
+        return out + 1e-9 * torch.rand_like(out) * (out != 0)  # rows with no key stay zero
+
+
+def test_a_declared_deterministic_attention_is_checked() -> None:
+    got = results("attention", "jittery", Jittery, {**ANYWHERE, "deterministic": True})
+    assert got["deterministic"].status == FAILING
+    assert "out differs between two identical calls" in got["deterministic"].message
+    assert got["causal"].status == VERIFIED
+    plain = results("attention", "plain", ReferenceAttention, {**ANYWHERE, "deterministic": True})
+    assert plain["deterministic"].status == VERIFIED
+    assert results("attention", "j", Jittery, ANYWHERE)["deterministic"].status == NOT_DECLARED
+
+
 class OnlyHeadDim64(ReferenceAttention):
     """Supports head dim 64 only, as many fused kernels support a few."""
 
@@ -194,6 +212,41 @@ def test_a_tokenizer_that_declares_no_unk_must_round_trip_any_text() -> None:
     got = results("tokenizer", "char", CharTokenizer, {})
     assert got["any_text"].check.declared  # absent `unk` is False, as the docs say
     assert got["any_text"].status == FAILING  # a char tokenizer maps unseen characters to unk
+
+
+class HalfWritten:
+    """A logger whose close() breaks once one of its own writes failed half-way."""
+
+    def __init__(self) -> None:
+        self.writing = False
+
+    @nima.hookimpl
+    def nima_train_step(self, run, step, metrics) -> None:
+        self.writing = True
+        print(step, dict(metrics))  # the error of its own: metrics that cannot be read
+        self.writing = False
+
+    def close(self) -> None:
+        if self.writing:
+            raise OSError("close() after a half-done write")
+
+
+class Silent:
+    @nima.hookimpl
+    def nima_train_step(self, run, step, metrics) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_logger_is_checked_on_its_own_error() -> None:
+    got = results("logger", "half", HalfWritten, {})
+    assert got["events"].status == VERIFIED
+    assert got["own_error"].status == FAILING
+    assert "close() after a half-done write" in got["own_error"].message
+    silent = results("logger", "silent", Silent, {})["own_error"]
+    assert silent.status == SKIPPED and "never read their metrics" in silent.message
 
 
 class AbsoluteRotation(RoPE):

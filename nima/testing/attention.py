@@ -437,6 +437,25 @@ def attention_checks(entry, device: str) -> list:
         check("bias", "an additive bias of each broadcastable shape",
               fit(BIAS_CASES, head_dims, masks), base, backward, declared=bool(caps.get("bias")))
     )  # fmt: skip
+
+    def deterministic():
+        """Two calls on the same inputs give bitwise the same output (and gradients)."""
+        case = fit(DEFAULT_CASES[1:2], head_dims, masks)[0]
+        attn = to_device(make(), device)
+        got = []
+        for _ in range(2):
+            g = torch.Generator().manual_seed(0)
+            q, k, v, mask = make_inputs(case, getattr(torch, base), device, g)
+            out = attn(q, k, v, causal=case.causal, scale=case.scale, key_padding_mask=mask)
+            grads = torch.autograd.grad(out.sum(), (q, k, v)) if backward else ()
+            got.append((out.detach(), *grads))
+        for name, a, b in zip(("out", "dq", "dk", "dv"), *got, strict=False):
+            assert torch.equal(a, b), f"{name} differs between two identical calls ({case})"
+
+    checks.append(
+        Check("attention", entry.name, "deterministic", "two identical calls agree bitwise",
+              on_device and bool(caps.get("deterministic")), deterministic, skip)
+    )  # fmt: skip
     dims = head_dim_sample(head_dims)
     dim_cases = tuple(AttentionCase(1, 2, 1, 33, 33, d, causal=False) for d in dims)
     checks.append(check("head_dims", f"head dims {', '.join(map(str, dims))}", dim_cases, base,

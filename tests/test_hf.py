@@ -119,6 +119,12 @@ def test_a_run_exports_to_transformers_with_the_same_logits_and_tokens(tmp_path)
     torch.testing.assert_close(hf_logits(hf, idx), run.model(idx), rtol=0, atol=1e-5)
     # a second export into the same folder is refused, the first left as it was
     assert main(["export", str(run_dir), "--format", "hf", str(out)]) == 2
+    # and back: the exported directory imports as a run with the same logits and tokens
+    back = tmp_path / "back"
+    import_hf(out, back, reset())
+    again = load_run(back, reset(), torch.device("cpu"))
+    assert again.tokenizer.encode(text) == ids
+    torch.testing.assert_close(again.model(idx), run.model(idx), rtol=0, atol=1e-5)
 
 
 def test_a_run_that_is_not_gpt2_is_refused_and_nothing_is_written(tmp_path, capsys) -> None:

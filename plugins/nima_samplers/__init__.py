@@ -30,15 +30,14 @@ PROCESSORS = {
     "presence_penalty": PresencePenalty,
     "no_repeat_ngram": NoRepeatNgram,
 }
-CHECKED_RULES = ("temperature", "top_k", "top_p", "min_p")
 
 
 @hookimpl
 def nima_register(registry) -> None:
     """Register the built-in samplers and strategies."""
     for name, cls in PROCESSORS.items():
-        rule = {"rule": name} if name in CHECKED_RULES else {}  # what nima.testing checks
-        registry.sampler(name, cls, capabilities={"kind": "processor", **rule})
+        # the rule is what nima.testing.samplers checks it against
+        registry.sampler(name, cls, capabilities={"kind": "processor", "rule": name})
     registry.sampler("greedy", Greedy, capabilities={"kind": "selector", "rule": "greedy"})
     registry.sampler("sample", Sample, capabilities={"kind": "selector"})
     registry.strategy("sample", SampleStrategy)

@@ -23,7 +23,10 @@ NormFormula = Literal["layernorm", "rmsnorm"]
 MlpFormula = Literal["gelu", "swiglu", "relu2"]
 # The device types a plugin may name (torch's, as in torch.device("cuda")); "gpu" is not one.
 Device = Literal["cpu", "cuda", "mps", "xpu", "hpu", "mtia"]
-SamplerRule = Literal["temperature", "top_k", "top_p", "min_p", "greedy"]
+SamplerRule = Literal[
+    "temperature", "top_k", "top_p", "min_p", "greedy", "typical", "repetition_penalty",
+    "frequency_penalty", "presence_penalty", "no_repeat_ngram",
+]  # fmt: skip
 
 
 class Buildable(TypedDict, total=False):

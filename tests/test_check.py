@@ -60,7 +60,7 @@ def test_json_results_of_a_selection(tmp_path: Path) -> None:
     assert status[("attention.reference", "causal")] == "verified"
     assert status[("attention.reference", "bfloat16")] == "verified"
     assert status[("sampler.top_p", "rule")] == "verified"
-    assert status[("sampler.typical", "rule")] == "not declared"
+    assert status[("sampler.typical", "rule")] == "verified"
     assert {r["plugin"].split(".")[0] for r in results} == {"attention", "sampler"}
     assert json.loads((tmp_path / "check" / "verdicts.json").read_text()) == {}
 

@@ -188,6 +188,53 @@ def test_the_real_top_p_passes() -> None:
     assert got["rule"].status == VERIFIED, got["rule"].message
 
 
+class PenalisesEveryToken:
+    """A presence penalty that also lowers the tokens never seen."""
+
+    penalty = 0.5
+
+    def __call__(self, ids, logits):
+        seen = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, ids, True)
+        return logits - self.penalty * (seen.to(logits.dtype) + 0.1)
+
+
+class BansNothing:
+    n = 2
+
+    def __call__(self, ids, logits):
+        return logits.clone()
+
+
+class TypicalIsTopP(TopP):
+    """Calls itself typical but keeps the top-p set."""
+
+    def __init__(self) -> None:
+        super().__init__(0.9)
+        self.mass = 0.9
+
+
+@pytest.mark.parametrize(
+    ("plugin", "rule", "says"),
+    [
+        (PenalisesEveryToken, "presence_penalty", "only the tokens seen in ids change"),
+        (BansNothing, "no_repeat_ngram", "the tokens completing an n-gram already in ids"),
+        (TypicalIsTopP, "typical", "not the most typical"),
+    ],
+)
+def test_broken_penalty_ngram_and_typical_samplers_are_named(plugin, rule, says) -> None:
+    got = results("sampler", "broken", plugin, {"kind": "processor", "rule": rule})["rule"]
+    assert got.status == FAILING and says in got.message, got.message
+
+
+@pytest.mark.parametrize(
+    "rule",
+    ["typical", "repetition_penalty", "frequency_penalty", "presence_penalty", "no_repeat_ngram"],
+)
+def test_the_real_samplers_keep_their_rule(rule: str) -> None:
+    got = results("sampler", rule, nima.get("sampler", rule), {"kind": "processor", "rule": rule})
+    assert got["rule"].status == VERIFIED, got["rule"].message
+
+
 class DropsACharacter(CharTokenizer):
     """A char tokenizer that loses one character when encoding."""
 

@@ -4,7 +4,8 @@ A processor is called `processor(ids, logits) -> logits`: ids (B, N) the tokens 
 (B, V), a ruled-out token getting -inf; a selector (`kind: selector`) also has
 `select(logits, rng) -> ids (B,)`. The rule a plugin declares
 (`rule` capability) is checked with the plugin's own parameter, read from the attribute named
-after it: top_k `.k`, top_p `.p`, min_p `.min_p`, temperature `.temperature`.
+after it: top_k `.k`, top_p `.p`, min_p `.min_p`, temperature `.temperature`, typical `.mass`,
+the penalties `.penalty` (only the tokens seen in ids change), no_repeat_ngram `.n`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,62 @@ def check_rule(processor: Any, rule: str) -> None:
             elif rule == "greedy":
                 chosen = processor.select(out, None)
                 assert torch.equal(chosen, logits.argmax(-1)), "select is not the argmax"
+            elif rule in PENALTIES:
+                want = _penalised(rule, processor, ids[row].tolist(), logits[row])
+                assert torch.allclose(out[row], want), (
+                    f"{where}: not the {rule} rule (only the tokens seen in ids change)"
+                )
+            elif rule == "no_repeat_ngram":
+                banned = _completing(ids[row].tolist(), processor.n)
+                want = logits[row].clone()
+                want[sorted(banned)] = float("-inf")
+                assert torch.equal(out[row], want), (
+                    f"{where}: rules out {sorted((~kept).nonzero().flatten().tolist())}, the "
+                    f"tokens completing an n-gram already in ids are {sorted(banned)}"
+                )
+            elif rule == "typical":
+                _check_typical(kept, logits[row].double(), processor.mass, where)
+
+
+PENALTIES = ("repetition_penalty", "frequency_penalty", "presence_penalty")
+
+
+def _penalised(rule: str, processor: Any, seen: list[int], logits: torch.Tensor) -> torch.Tensor:
+    """The penalty written out token by token: a token never seen keeps its logit."""
+    want = logits.clone()
+    pen = processor.penalty
+    for token in set(seen):
+        x = logits[token]
+        if rule == "repetition_penalty":
+            want[token] = x / pen if x > 0 else x * pen
+        elif rule == "frequency_penalty":
+            want[token] = x - pen * seen.count(token)
+        else:
+            want[token] = x - pen
+    return want
+
+
+def _completing(seen: list[int], n: int) -> set[int]:
+    """The tokens that would complete an n-gram already in `seen` after its last n - 1."""
+    if len(seen) < n:
+        return set()
+    tail = seen[len(seen) - n + 1 :]
+    return {seen[i + n - 1] for i in range(len(seen) - n + 1) if seen[i : i + n - 1] == tail}
+
+
+def _check_typical(kept: torch.Tensor, logits: torch.Tensor, mass: float, where: str) -> None:
+    """The kept tokens are the most typical (surprisal closest to the entropy), the smallest
+    such set whose probability reaches `mass`."""
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    entropy = -(p * logp).sum()
+    order = torch.argsort((-logp - entropy).abs(), stable=True)  # most typical first
+    n = int(kept.sum())
+    assert kept[order[:n]].all(), f"{where}: the kept tokens are not the most typical"
+    reached = p[order[:n]].sum().item()
+    assert reached >= mass - 1e-6, f"{where}: the kept mass {reached:.4f} does not reach {mass}"
+    before = p[order[: n - 1]].sum().item()
+    assert before < mass + 1e-6, f"{where}: keeps {n} tokens, {n - 1} already reach {mass}"
 
 
 def sampler_checks(entry, device: str) -> list:

@@ -22,7 +22,7 @@ a continuation) and `report(model, tokenizer, splits)` (extra end-of-run metrics
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -36,24 +36,6 @@ IGNORE_INDEX = -100
 """A target equal to this (padding) counts for nothing in the loss, as F.cross_entropy's default."""
 
 Fraction = Annotated[float, Range(ge=0, le=1)]
-
-
-class Objective(Protocol):
-    """The objective contract (see the module docstring); gin takes an instance."""
-
-    scores_every_token: bool
-
-    def prepare(self, data: Any, dataset: Any = None) -> dict[str, Any]: ...
-
-    def batches(self, split: Any, **options: Any) -> Any: ...
-
-    def full_split(self, split: Any, **options: Any) -> list[Any]: ...
-
-    def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor: ...
-
-    def measure(self, model: torch.nn.Module, batch: Any) -> dict[str, tuple[float, int]]: ...
-
-    def tokens(self, batch: Any) -> int: ...
 
 
 def next_token_loss(

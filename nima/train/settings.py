@@ -8,8 +8,7 @@ from typing import Annotated, Any, Literal
 
 import gin
 
-from nima.contracts import Dataset, Sampler, Tokenizer
-from nima.train.objectives import Objective
+from nima.contracts import Dataset, Objective, Sampler, Tokenizer
 from nima.validation import Range
 
 Positive = Annotated[int, Range(ge=1)]

@@ -9,7 +9,8 @@ Each plugin x capability is verified, declared but failing, not declared, or ski
 check cannot run here: no such device, the dataset needs a path). On CPU the Triton kernels run
 through Triton's interpreter (TRITON_INTERPRET=1 is set for this command unless already set).
 A failing capability is not trusted afterwards: the verdicts are written to
-$NIMA_CACHE_DIR/check/verdicts.json and `nima run` refuses what failed (nima.capabilities).
+$NIMA_CACHE_DIR/check/verdicts.json, and `nima run` and every command that loads a run refuse
+what failed (nima.capabilities).
 Exit status 1 when anything declared fails.
 """
 

@@ -52,8 +52,8 @@ def test_greedy_batch_equals_each_prompt_alone_and_the_uncached_loop(positional,
 
 
 @settings(max_examples=10, deadline=None)
-@given(st.lists(st.lists(st.integers(0, V - 1), min_size=1, max_size=9), min_size=1, max_size=4),
-       st.integers(1, 12))  # fmt: skip
+@given(st.lists(st.lists(st.integers(0, V - 1), min_size=1, max_size=16), min_size=1, max_size=4),
+       st.integers(1, 20))  # fmt: skip  (MODEL's window is 16: prompts up to and past it)
 def test_batched_equals_one_by_one_for_any_prompts(prompts, n) -> None:
     m = MODEL
     batch = complete(m, Job(prompts, n, greedy(), overflow="stop"))
@@ -83,6 +83,13 @@ def test_full_window_stops_or_slides() -> None:
     slid = complete(m, Job(PROMPTS, 40, greedy(), overflow="slide"))  # learned positions: no
     assert all(len(c.ids) == 40 for c in slid)  # position past the table is ever used
     assert [c.ids[: 17 - len(p)] for p, c in zip(PROMPTS, slid, strict=True)] == ids_of(stopped)
+    for positional in ("learned", "rope", "alibi"):  # a prompt filling the window, padded
+        m2 = model(positional, context=16)
+        edge = [[3] * 16, [1], [4, 5]]
+        out = complete(m2, Job(edge, 30, greedy(), overflow="stop"))
+        alone = [complete(m2, Job([p], 30, greedy(), overflow="stop"))[0] for p in edge]
+        assert ids_of(out) == ids_of(alone)
+        assert [len(p) + len(c.ids) for p, c in zip(edge, out, strict=True)] == [17] * 3
     with pytest.raises(ConfigError, match="does not fit the model's context of 16"):
         complete(m, Job([list(range(17))], 2, greedy(), overflow="stop"))
     long = complete(m, Job([[i % V for i in range(40)]], 5, greedy()))  # slides: the last 16

@@ -164,9 +164,9 @@ class Decoder:
             return self._prefill(self.window // 2)  # slide: the last half, from position 0
         positions = None
         if self.next_pos is not None:
-            positions = self.next_pos[:, None]  # (B, 1)
             # a row past its window (overflow "stop": ended, its output unused) stays in range
-            self.next_pos = (self.next_pos + 1).clamp(max=self.window - 1)
+            positions = self.next_pos.clamp(max=self.window - 1)[:, None]  # (B, 1)
+            self.next_pos = self.next_pos + 1
         logits = self.model(
             next_ids[:, None], positions=positions, cache=self.cache, last_only=True
         )

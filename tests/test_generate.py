@@ -52,8 +52,10 @@ def test_greedy_batch_equals_each_prompt_alone_and_the_uncached_loop(positional,
 
 
 @settings(max_examples=10, deadline=None)
-@given(st.lists(st.lists(st.integers(0, V - 1), min_size=1, max_size=16), min_size=1, max_size=4),
-       st.integers(1, 20))  # fmt: skip  (MODEL's window is 16: prompts up to and past it)
+@given(  # MODEL's window is 16: prompts up to it, outputs past it
+    st.lists(st.lists(st.integers(0, V - 1), min_size=1, max_size=16), min_size=1, max_size=4),
+    st.integers(1, 20),
+)
 def test_batched_equals_one_by_one_for_any_prompts(prompts, n) -> None:
     m = MODEL
     batch = complete(m, Job(prompts, n, greedy(), overflow="stop"))

@@ -70,6 +70,20 @@ def test_jsonl_prompts_stream_and_every_sampler(run_dir, tmp_path, capsys) -> No
     assert "KING" + record["text"] + "\n" == streamed and record["finish_reason"] == "length"
 
 
+def test_a_prompts_sample_does_not_depend_on_batch_size_or_stream(run_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("KING\nQUEEN:\nROMEO:\nFirst Citizen\n")
+    seen = []
+    for how in (["--batch-size", "1"], ["--batch-size", "2"], ["--batch-size", "4"], ["--stream"]):
+        out = tmp_path / "out.jsonl"
+        code, _, _ = generate(capsys, run_dir, "--prompts", prompts, "--out", out, "--seed", "7",
+                              "--temperature", "1.5", "--max-new-tokens", "8", *how)  # fmt: skip
+        assert code == 0
+        seen.append([json.loads(line)["ids"] for line in out.read_text().splitlines()])
+    assert seen[0] == seen[1] == seen[2] == seen[3]
+    assert len({tuple(ids) for ids in seen[0]}) > 1  # rows differ: each has its own seed
+
+
 def test_beam_with_n_best_and_stop_strings(run_dir, tmp_path, capsys) -> None:
     out = tmp_path / "beam.jsonl"
     code, _, _ = generate(capsys, run_dir, "--prompt", "KING", "--strategy", "beam", "--num-beams",

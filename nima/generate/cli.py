@@ -48,7 +48,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--stop", action="append", default=None, metavar="TEXT",
                    help="end a reply before this text (repeatable)")  # fmt: skip
     g.add_argument("--ignore-eos", action="store_true", help="go on past the eos token")
-    g.add_argument("--seed", type=Seed, help="row i samples with seed + i (default 0)")
+    g.add_argument("--seed", type=Seed, help="prompt i samples with seed + i (default 0)")
     g.add_argument("--context-overflow", choices=("slide", "stop"),
                    help="at context_length: slide the window (default) or stop")  # fmt: skip
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
@@ -167,12 +167,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         prompts = [args.prompt if args.prompt is not None else "\n"]
     lm = load(args.run_dir, args.checkpoint, args.device, system)
     samplers, strategy, options, _ = decoding_from_args(args, args.run_dir, system)
-    n = options.pop("max_new_tokens")
-    records = []
+    n, seed = options.pop("max_new_tokens"), options.pop("seed")
+    records = []  # prompt i samples with seed + i, whatever the batch size or --stream
     if args.stream:
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             print(prompt, end="", flush=True)
-            pieces, text = lm.stream(prompt, n, samplers, strategy, **options), ""
+            pieces, text = lm.stream(prompt, n, samplers, strategy, seed=seed + i, **options), ""
             while True:
                 try:
                     text += (piece := next(pieces))
@@ -187,9 +187,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         for start in range(0, len(prompts), args.batch_size):
             batch = prompts[start : start + args.batch_size]
-            for prompt, c in zip(
-                batch, lm.generate(batch, n, samplers, strategy, **options), strict=True
-            ):
+            out = lm.generate(batch, n, samplers, strategy, seed=seed + start, **options)
+            for prompt, c in zip(batch, out, strict=True):
                 records.append(record(prompt, c))
                 if args.out is None:
                     print(prompt + c.text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -68,6 +69,40 @@ def test_causal_lm_batches_are_the_shifted_windows() -> None:
     want = Batches(ids, 8, 4, 7, "cpu").next()
     assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
     assert torch.equal(got[0][:, 1:], got[1][:, :-1])
+
+
+def char_with_mask() -> object:
+    tokenizer = nima.get("tokenizer", "char")(special_tokens=["<mask>"])
+    tokenizer.train("".join(map(chr, range(48, 123))))
+    return tokenizer
+
+
+def step_of(objective, split, *, world: int, accumulation: int, batch_size: int) -> list:
+    """Every rank's micro-batches of one step, in rank order: (inputs, targets) of the step."""
+    micro = [
+        b
+        for rank in range(world)
+        for b in objective.batches(split, context=16, batch_size=batch_size, seed=7, device="cpu",
+                                   accumulation=accumulation, world=world, rank=rank).next_step()
+    ]  # fmt: skip
+    return [torch.cat(parts) for parts in zip(*micro, strict=True)]
+
+
+@pytest.mark.parametrize("make", [CausalLM, MaskedLM])
+def test_a_step_is_the_same_however_it_is_split_into_ranks_and_micro_batches(make) -> None:
+    """Batches' promise, masks included: world 2 x accumulation 2 x 2 windows == one batch of 8,
+    and the two ranks train on different windows and masks."""
+    data = SimpleNamespace(tokenizer=char_with_mask(), splits={"train": np.arange(4, 60).repeat(9)})
+    split = make().prepare(data)["train"]
+    one = step_of(make(), split, world=1, accumulation=1, batch_size=8)
+    for world, accumulation, batch_size in [(2, 1, 4), (2, 2, 2), (1, 4, 2), (4, 1, 2)]:
+        got = step_of(make(), split, world=world, accumulation=accumulation, batch_size=batch_size)
+        assert all(torch.equal(g, w) for g, w in zip(got, one, strict=True)), (world, accumulation)
+    ranks = step_of(make(), split, world=2, accumulation=1, batch_size=4)[1].view(2, 4, 16)
+    assert not torch.equal(ranks[0], ranks[1])
+    if make is MaskedLM:
+        selected = ranks != IGNORE_INDEX  # (rank, B, context)
+        assert not torch.equal(selected[0], selected[1])
 
 
 class Fixed(torch.nn.Module):

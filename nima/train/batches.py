@@ -21,7 +21,7 @@ class Batches:
     Each optimizer step draws `batch_size x accumulation x world` offsets at once and this
     process takes its `accumulation` micro-batches from its rank's share: the windows of a
     step do not depend on how they are split into micro-batches and processes. Subclasses
-    change what a window becomes (`take`), e.g. masked inputs and their labels.
+    change what a window becomes (`windows`), e.g. masked inputs and their labels.
     """
 
     def __init__(
@@ -48,19 +48,22 @@ class Batches:
     def offsets(self, n: int) -> torch.Tensor:
         return torch.randint(len(self.data) - self.context - 1, (n,), generator=self.generator)
 
-    def take(self, offsets: torch.Tensor) -> Batch:
-        window = torch.arange(self.context + 1)
-        chunk = self.data[offsets[:, None] + window]  # (B, context + 1)
-        return chunk[:, :-1].to(self.device), chunk[:, 1:].to(self.device)
+    def windows(self, offsets: torch.Tensor) -> Batch:
+        """The windows at `offsets` (n,), on the CPU: (x, y), each (n, context)."""
+        chunk = self.data[offsets[:, None] + torch.arange(self.context + 1)]  # (n, context + 1)
+        return chunk[:, :-1], chunk[:, 1:]
 
     def next(self) -> Batch:
-        return self.take(self.offsets(self.batch_size))
+        return tuple(t.to(self.device) for t in self.windows(self.offsets(self.batch_size)))
 
     def next_step(self) -> list[Batch]:
-        """This process's micro-batches of the next optimizer step."""
-        offsets = self.offsets(self.batch_size * self.accumulation * self.world)
-        shares = offsets.view(self.world, self.accumulation, self.batch_size)
-        return [self.take(micro) for micro in shares[self.rank]]
+        """This process's micro-batches of the next optimizer step: every rank builds the whole
+        step's windows (any random draw in them too, e.g. masks) and keeps its share."""
+        step = self.windows(self.offsets(self.batch_size * self.accumulation * self.world))
+        shares = [
+            t.view(self.world, self.accumulation, self.batch_size, -1)[self.rank] for t in step
+        ]
+        return [tuple(t[i].to(self.device) for t in shares) for i in range(self.accumulation)]
 
 
 def full_split_batches(ids: np.ndarray, context: int, batch_size: int, device) -> list[Batch]:

@@ -130,10 +130,10 @@ class MaskedWindows(Batches):
         super().__init__(ids, context, batch_size, seed, device, accumulation, world, rank)
         self.masking = masking
 
-    def take(self, offsets: torch.Tensor) -> Batch:
-        chunk = self.data[offsets[:, None] + torch.arange(self.context)]  # (B, context)
-        inputs, labels = mask_tokens(chunk, generator=self.generator, **self.masking)
-        return inputs.to(self.device), labels.to(self.device)
+    def windows(self, offsets: torch.Tensor) -> Batch:
+        """The windows at `offsets` (n,), masked: (inputs, labels), each (n, context)."""
+        chunk = self.data[offsets[:, None] + torch.arange(self.context)]  # (n, context)
+        return mask_tokens(chunk, generator=self.generator, **self.masking)
 
 
 @checked

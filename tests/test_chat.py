@@ -88,3 +88,34 @@ def test_ctrl_c_stops_the_reply_not_the_session() -> None:
     out = "".join(shown)
     assert " [stopped]" in out and "Ctrl-C stops a reply" in out
     assert "samplers:" in out and "(conversation cleared)" in out and chat.transcript == ""
+
+
+def test_given_samplers_and_strategy_apply_until_set_replaces_them() -> None:
+    greedy = nima.get("sampler", "greedy")()
+    chat = ChatSession(session().lm, Decoding(), {"max_new_tokens": 6}, [greedy],
+                       nima.get("strategy", "beam")(num_beams=2))  # fmt: skip
+    out = drive(chat, ["/show", "hi"])
+    assert "samplers: Greedy(); strategy: Beam(num_beams=2" in out
+    beam = session()
+    beam.decoding.set("greedy", "on"), beam.decoding.set("strategy", "beam")
+    beam.decoding.set("num_beams", "2")
+    drive(beam, ["hi"])
+    assert chat.transcript == beam.transcript  # gin's beam search answered, not sampling
+    out = drive(chat, ["/set temperature 0.5", "/show"])
+    assert "samplers: temperature=0.5; strategy: Beam(" in out  # the strategy stays
+    out = drive(chat, ["/set strategy sample", "/show"])
+    assert "samplers: temperature=0.5; strategy: sample" in out
+
+
+def test_a_setting_that_cannot_answer_keeps_the_session() -> None:
+    chat = session(overflow="stop")  # the window (24) fills: the next line cannot be answered
+    out = drive(chat, ["a" * 20, "more words here", "/show", "/reset", "hi"])
+    assert "not answered: " in out and "does not fit the model's context of 24" in out
+    assert "samplers:" in out and chat.transcript.startswith("hi\n")
+
+
+def test_bad_numbers_are_refused_with_what_is_valid() -> None:
+    out = drive(session(), ["/set seed -1", "/set max_new_tokens 0", "/set seed x"])
+    assert "not set: seed takes an integer >= 0, got '-1'" in out
+    assert "not set: max_new_tokens takes an integer >= 1, got '0'" in out
+    assert "not set: seed takes an integer >= 0, got 'x'" in out

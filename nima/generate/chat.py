@@ -8,6 +8,10 @@ window sliding past context_length) and continues it. Lines starting with / are 
     /show             the current settings        /reset   forget the conversation
     /help             this text                   /quit    leave (or Ctrl-D)
 
+The samplers and strategy given at start (--config's generation.samplers / .strategy, or the
+options) answer until a /set changes them. A turn that cannot be answered (a bad setting, or
+a transcript past the window with --context-overflow stop) says why; the session goes on.
+
 Ctrl-C stops the reply being written (what it wrote so far stays in the conversation); at the
 prompt it only reminds you how to leave.
 """
@@ -20,16 +24,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nima.errors import NimaError
+from nima.errors import ConfigError, NimaError
 from nima.generate.api import LanguageModel
-from nima.generate.options import Decoding
+from nima.generate.options import SAMPLER_ORDER, Decoding
 
 
 class ChatSession:
     """The conversation and its settings; `say` streams the model's reply to a line."""
 
-    def __init__(self, lm: LanguageModel, decoding: Decoding, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        lm: LanguageModel,
+        decoding: Decoding,
+        options: dict[str, Any],
+        samplers: list[Any] | None = None,
+        strategy: Any = None,
+    ) -> None:
         self.lm, self.decoding = lm, decoding
+        # built instances (gin's generation.samplers / .strategy, or the command line's): used
+        # until a /set changes the samplers (or the strategy); None: built from `decoding`
+        self.samplers, self.strategy = samplers, strategy
         self.max_new_tokens = options.pop("max_new_tokens", 200)
         self.options = options  # stop, seed, ignore_eos, overflow
         self.transcript = ""
@@ -42,7 +56,7 @@ class ChatSession:
             return __doc__.split("commands:\n\n", 1)[1].rsplit("\n\nCtrl-C", 1)[0]
         if name == "show":
             stops = ", ".join(map(repr, self.options.get("stop", []))) or "none"
-            return (f"{self.decoding.describe()}; max_new_tokens={self.max_new_tokens}; "
+            return (f"{self.describe()}; max_new_tokens={self.max_new_tokens}; "
                     f"stop: {stops}; seed={self.options.get('seed', 0)}")  # fmt: skip
         if name == "reset":
             self.transcript = ""
@@ -57,35 +71,67 @@ class ChatSession:
             if setting == "stop":
                 self.options["stop"] = [] if value == "off" else [_unquote(value)]
             elif setting in ("max_new_tokens", "seed"):
-                number = int(value)
-                if number < (1 if setting == "max_new_tokens" else 0):
-                    raise ValueError(value)
+                least = 1 if setting == "max_new_tokens" else 0
+                try:
+                    number = int(value)
+                except ValueError:
+                    number = least - 1
+                if number < least:
+                    raise ConfigError(f"{setting} takes an integer >= {least}, got {value!r}")
                 if setting == "seed":
                     self.options["seed"] = number
                 else:
                     self.max_new_tokens = number
             else:
                 self.decoding.set(setting, value)
-        except (NimaError, ValueError) as exc:
+                if setting in (*SAMPLER_ORDER, "greedy"):
+                    self.samplers = None  # the settings replace gin's sampler list
+                else:
+                    self.strategy = None  # and gin's strategy
+        except NimaError as exc:
             return f"not set: {exc}"
         return f"{setting} = {value}"
+
+    def describe(self) -> str:
+        """The samplers and strategy in use (the instances given, or the /set settings)."""
+        ours = self.decoding.describe()
+        if self.samplers is None and self.strategy is None:
+            return ours
+        samplers, strategy = ours.split("; strategy: ")
+        if self.samplers is not None:
+            samplers = "samplers: " + (", ".join(map(_plugin, self.samplers)) or "none")
+        if self.strategy is not None:
+            strategy = _plugin(self.strategy)
+        return f"{samplers}; strategy: {strategy}"
 
     def say(self, line: str, write: Callable[[str], Any]) -> str:
         """Stream the reply to `line` through write; Ctrl-C ends it early. Returns the reply."""
         prompt = self.transcript + line + "\n"
         options = dict(self.options, seed=self.options.get("seed", 0) + self.turn)
         self.turn += 1
+        samplers = self.decoding.chain() if self.samplers is None else self.samplers
+        strategy = self.decoding.build_strategy() if self.strategy is None else self.strategy
         reply = ""
         try:
-            for piece in self.lm.stream(prompt, self.max_new_tokens, self.decoding.chain(),
-                                        self.decoding.build_strategy(), **options):  # fmt: skip
+            for piece in self.lm.stream(prompt, self.max_new_tokens, samplers, strategy,
+                                        **options):  # fmt: skip
                 reply += piece
                 write(piece)
         except KeyboardInterrupt:
             write(" [stopped]")
+        except NimaError as exc:  # a setting that cannot answer: the session goes on
+            write(f"{reply and chr(10)}not answered: {exc} (/show lists the settings; /reset "
+                  f"forgets the conversation)\n")  # fmt: skip
+            return ""
         write("\n")
         self.transcript = prompt + reply + "\n"
         return reply
+
+
+def _plugin(instance: Any) -> str:
+    """A plugin instance as name(settings), e.g. TopK(k=40)."""
+    settings = ", ".join(f"{k}={v!r}" for k, v in vars(instance).items() if k != "draft")
+    return f"{type(instance).__name__}({settings})"
 
 
 def _unquote(text: str) -> str:
@@ -129,8 +175,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     system = for_command(args.disable_plugins)
     lm = load(args.run_dir, args.checkpoint, args.device, system)
-    _, _, options, decoding = decoding_from_args(args, args.run_dir, system)
-    session = ChatSession(lm, decoding, options)
+    samplers, strategy, options, decoding = decoding_from_args(args, args.run_dir, system)
+    session = ChatSession(lm, decoding, options, samplers, strategy)
 
     def write(text: str) -> None:
         sys.stdout.write(text)

@@ -164,6 +164,32 @@ def test_teacher_forcing_batches() -> None:
     assert target_in.tolist() == [[2, 11]] and target_out.tolist() == [[11, 3]]
 
 
+@pytest.mark.xfail(
+    strict=True, reason="until nima/generate/seq2seq.py cuts sources with source_window"
+)
+def test_a_long_question_is_cut_alike_in_training_and_when_answering(monkeypatch) -> None:
+    """The encoder reads the same tokens of a question longer than the context in a training
+    batch and when the generation engine answers it (source_window: its first context)."""
+    from nima.generate.seq2seq import EncoderDecoderLM
+
+    tokenizer = nima.get("tokenizer", "char")()
+    tokenizer.train("abcdefghijklmnopqrstuvwxyz ?")
+    model = nima.get("model", "seq2seq")(
+        vocab_size=tokenizer.vocab_size, context_length=8, d_model=16, n_layers=1, n_heads=2,
+        attention=nima.get("attention", "sdpa")(), positional=nima.get("positional", "learned"),
+    ).eval()  # fmt: skip
+    question = "why is the sky blue at noon?"  # 28 tokens, context 8
+    ids = tokenizer.encode(question)
+    pairs = Pairs([ids], [ids[:3]], [], tokenizer.pad_id, tokenizer.sos_id, tokenizer.eos_id)
+    trained_on = collate(pairs, [0], context=8, device="cpu")[0]
+    seen = []
+    conditioned = model.conditioned
+    monkeypatch.setattr(model, "conditioned", lambda s, m=None: seen.append(s) or conditioned(s, m))
+    EncoderDecoderLM(model, tokenizer).generate(question, max_new_tokens=1)
+    assert trained_on.tolist() == [ids[:8]]
+    assert seen[0].tolist() == trained_on.tolist()
+
+
 def test_the_objective_needs_a_dataset_of_pairs() -> None:
     tokenizer = nima.get("tokenizer", "char")()
     tokenizer.train("abc")

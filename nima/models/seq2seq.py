@@ -15,7 +15,7 @@ unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import torch
@@ -70,6 +70,12 @@ class Seq2SeqCache(KVCache):
             None if kv is None else tuple(t.index_select(0, batch_index) for t in kv)
             for kv in self.memory_kv
         ]
+
+
+def source_window(ids: Sequence[int], context: int) -> list[int]:
+    """The source tokens the encoder reads: the first `context` (a longer question loses its
+    end), the same in training (objective.seq2seq) and when answering (the generation engine)."""
+    return list(ids[:context])
 
 
 @checked

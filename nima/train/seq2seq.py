@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import torch
 
 from nima.errors import ConfigError, DataError
+from nima.models.seq2seq import source_window
 from nima.train.objectives import IGNORE_INDEX, next_token_loss, scored, token_accuracy
 from nima.train.text_metrics import corpus_chrf, exact_match
 from nima.validation import Range, checked
@@ -39,7 +40,7 @@ class Pairs:
 
 def collate(pairs: Pairs, index: list[int], context: int, device) -> Batch:
     """The batch of pairs[index]: padded sources and mask, target_in and target_out."""
-    sources = [pairs.sources[i][:context] for i in index]
+    sources = [source_window(pairs.sources[i], context) for i in index]
     targets = [pairs.targets[i][: context - 1] for i in index]
     B, S, T = len(index), max(map(len, sources)), max(map(len, targets)) + 1
     source = torch.full((B, S), pairs.pad_id, dtype=torch.long)

@@ -18,6 +18,13 @@ def predict_masks(
     model: torch.nn.Module, tokenizer: Any, text: str, top: int = 5
 ) -> list[list[tuple[str, float]]]:
     """For each mask token in `text`, the model's `top` tokens and their probabilities."""
+    if getattr(model, "causal", True) is not False:
+        raise ConfigError(
+            f"fill needs a bidirectional model trained to fill masks (a BERT run, e.g. of "
+            f"experiments/bert.gin); this run's {type(model).__name__} reads only the tokens "
+            f"before each position, so its predictions at a mask would mean nothing. Sample "
+            f"from it with `nima generate` instead."
+        )
     mask = getattr(tokenizer, "mask_token", None)
     if mask is None:
         raise ConfigError(

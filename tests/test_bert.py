@@ -104,3 +104,23 @@ def test_bert_gin_trains_reports_masked_accuracy_and_fills_masks(tmp_path, capsy
     assert out[1].startswith("mask 1: ") and out[1].count("'") == 6  # three quoted tokens
     assert main(["fill", str(run_dir), "--text", "no mask here"]) == 2
     assert "has no <mask>" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["gpt", "seq2seq"])
+def test_fill_refuses_a_model_that_is_not_bidirectional(family: str) -> None:
+    """A GPT whose tokenizer has a mask token would otherwise print meaningless predictions."""
+    from nima.fill import predict_masks
+
+    tokenizer = nima.get("tokenizer", "char")(special_tokens=["<mask>"])
+    tokenizer.train("To be, or not to be")
+
+    def model(family: str) -> torch.nn.Module:
+        return nima.get("model", family)(
+            vocab_size=tokenizer.vocab_size, context_length=32, d_model=16, n_layers=1,
+            n_heads=2, attention=nima.get("attention", "sdpa")(),
+            positional=nima.get("positional", "learned"),
+        )  # fmt: skip
+
+    with pytest.raises(ConfigError, match=r"bidirectional.*experiments/bert.gin"):
+        predict_masks(model(family), tokenizer, "To be, or not to <mask>")
+    assert len(predict_masks(model("bert"), tokenizer, "To be, or not to <mask>")) == 1

@@ -66,6 +66,7 @@ class TransformerStack(nn.Module):
             raise ConfigError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
         norm, mlp = norm or LayerNorm, mlp or GeluMLP
         self.vocab_size, self.context_length = vocab_size, context_length
+        self.causal = causal  # False: a position reads the ones after it too (fill needs it)
         self.n_kv_heads, self.head_dim = n_kv_heads, d_model // n_heads
 
         self.token_embedding = nn.Embedding(vocab_size, d_model)

@@ -202,6 +202,14 @@ def test_jobs_refuse_what_cannot_run() -> None:
         Job([[1]], "5")
     with pytest.raises(ConfigError, match="need a decode function"):
         Job([[1]], 2, stop=["x"])
+    for stop in ([""], [1], "x"):  # an empty stop string would end every row at once
+        with pytest.raises(ConfigError, match="stop must be a list of non-empty strings"):
+            Job([[1]], 2, stop=stop, decode=letters)
+    for seed in ("a", -1, 1.5, True):
+        with pytest.raises(ConfigError, match="seed must be an int >= 0"):
+            Job([[1]], 2, seed=seed)
+    with pytest.raises(ConfigError, match="overflow must be 'slide' .* or 'stop'"):
+        Job([[1]], 2, overflow="bogus")
 
 
 def test_generate_keeps_the_callers_mode_and_grad() -> None:

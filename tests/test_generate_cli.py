@@ -130,6 +130,13 @@ def test_bad_prompt_files_are_refused(run_dir, tmp_path, capsys, content, suffix
 def test_option_errors_name_what_is_wrong(run_dir, capsys) -> None:
     code, _, err = generate(capsys, run_dir, "--num-beams", "3")
     assert code == 2 and "add --strategy beam" in err
+    code, _, err = generate(capsys, run_dir, "--prompt", "KING", "--length-penalty", "2",
+                            "--early-stopping")  # fmt: skip
+    assert code == 2 and "--length-penalty, --early-stopping: beam options" in err
+    code, _, err = generate(capsys, run_dir, "--prompt", "KING", "--lookahead", "3")
+    assert code == 2 and "--lookahead is a speculative option" in err
+    code, _, err = generate(capsys, run_dir, "--prompt", "KING", "--stop", "")
+    assert code == 2 and "stop must be a list of non-empty strings" in err
     code, _, err = generate(capsys, run_dir, "--strategy", "bean")
     assert code == 2 and "Did you mean 'beam'" in err
     code, _, err = generate(capsys, run_dir, "--prompt", "a", "--prompts", run_dir / "config.gin")
@@ -163,6 +170,22 @@ def test_speculative_from_the_command_line(run_dir, capsys) -> None:
     assert code == 0 and spec == plain, err
     code, _, err = generate(capsys, run_dir, *args, "--draft", run_dir)
     assert code == 2 and "--strategy speculative and --draft RUN_DIR go together" in err
+
+
+def test_chat_answers_with_gins_samplers_and_strategy(run_dir, tmp_path) -> None:
+    gin_file = tmp_path / "gen.gin"
+    gin_file.write_text("generation.samplers = [@sampler.greedy()]\n"
+                        "generation.strategy = @strategy.beam()\n")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "nima.cli", "chat", str(run_dir), "--config", str(gin_file),
+         "--max-new-tokens", "4"],
+        input="/show\n/set top_k 5\n/show\n/quit\n", capture_output=True, text=True,
+        timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    shown = [line for line in result.stdout.splitlines() if "samplers" in line]
+    assert "samplers: Greedy(); strategy: Beam(num_beams=4" in shown[0]
+    assert "samplers: top_k=5; strategy: Beam(num_beams=4" in shown[1]
 
 
 def test_ctrl_c_writes_nothing(run_dir, tmp_path, capsys, monkeypatch) -> None:

@@ -176,6 +176,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
     system = for_command(args.disable_plugins)
     lm = load(args.run_dir, args.checkpoint, args.device, system)
     samplers, strategy, options, decoding = decoding_from_args(args, args.run_dir, system)
+    # gin's instances where they differ from what the settings build (/show names them)
+    if list(map(_plugin, samplers)) == list(map(_plugin, decoding.chain())):
+        samplers = None
+    if _plugin(strategy) == _plugin(decoding.build_strategy()):
+        strategy = None
     session = ChatSession(lm, decoding, options, samplers, strategy)
 
     def write(text: str) -> None:

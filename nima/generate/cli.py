@@ -85,10 +85,14 @@ def decoding_from_args(args: argparse.Namespace, run_dir: Path, system: Any):
             strategy_given = True
         else:
             sampler_given = True
-    if any(getattr(args, n) is not None for n in ("num_beams", "num_return")) and (
-        decoding.strategy != "beam"
-    ):
-        raise ConfigError("--num-beams and --num-return are beam options; add --strategy beam")
+    beam = [n for n in STRATEGY_OPTIONS if getattr(args, n) not in (None, False)]
+    if beam and decoding.strategy != "beam":
+        given = ", ".join("--" + n.replace("_", "-") for n in beam)
+        raise ConfigError(f"{given}: beam options (--num-beams, --length-penalty, "
+                          f"--early-stopping, --num-return); add --strategy beam")  # fmt: skip
+    if args.lookahead is not None and decoding.strategy != "speculative":
+        raise ConfigError("--lookahead is a speculative option; add --strategy speculative "
+                          "--draft RUN_DIR")  # fmt: skip
     if (args.draft is not None) != (decoding.strategy == "speculative"):
         raise ConfigError("--strategy speculative and --draft RUN_DIR go together")
     if args.draft is not None:

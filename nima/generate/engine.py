@@ -57,6 +57,21 @@ class Job:
             raise ConfigError("no prompts to generate from; give at least one")
         if any(not p for p in self.prompts):
             raise ConfigError("every prompt needs at least one token; got an empty prompt")
+        seed = self.seed
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(
+                f"seed must be an int >= 0 (row i samples with seed + i), got {seed!r}"
+            )
+        if self.overflow not in ("slide", "stop"):
+            raise ConfigError(
+                f"overflow must be 'slide' (the window slides on) or 'stop' (a full window ends "
+                f"the row), got {self.overflow!r}"
+            )
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError(
+                f"stop must be a list of non-empty strings (a row ends before the first one in "
+                f"its text), got {self.stop!r}"
+            )
         if (self.stop or self.stream) and self.decode is None:
             raise ConfigError("stop strings and streaming need a decode function (ids -> text)")
 

@@ -94,6 +94,19 @@ def test_temperature_towards_zero_is_greedy(data, seed: int) -> None:
     assert torch.equal(chain(ids, logits, rng), logits.argmax(-1))
 
 
+@SETTINGS
+@given(rows(ties=False), st.integers(0, 2**31))
+def test_a_tiny_temperature_is_greedy_not_nan(data, seed: int) -> None:
+    ids, logits = data
+    if logits.size(1) > 1 and (logits.topk(2, dim=-1).values.diff(dim=-1) == 0).any():
+        return  # an exact tie: both are greedy
+    out = sampler("temperature", 1e-39)(ids, logits)
+    assert not out.isnan().any()
+    chain = SamplerChain([sampler("temperature", 1e-39)])
+    rng = RowRandom([seed + i for i in range(logits.size(0))])
+    assert torch.equal(chain(ids, logits, rng), logits.argmax(-1))
+
+
 @pytest.mark.parametrize(
     "name,value",
     [

@@ -38,7 +38,13 @@ class Temperature:
         self.temperature = temperature
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return logits / self.temperature  # (B, V)
+        out = logits / self.temperature  # (B, V)
+        overflow = (out.isinf() | out.isnan()) & logits.isfinite()  # a tiny temperature
+        if overflow.any():  # such rows from their max: the same softmax, the top logit at 0
+            top = logits.max(dim=-1, keepdim=True).values
+            shifted = (logits - top) / self.temperature
+            out = torch.where(overflow.any(dim=-1, keepdim=True), shifted, out)
+        return out
 
 
 @checked

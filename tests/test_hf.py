@@ -65,6 +65,7 @@ def test_the_weights_map_onto_gpt2_exactly(bias: bool, approximate: str, tied: b
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     config = gpt2_config(model, nima.hooks.system().registries)
+    assert config["dtype"] == config["torch_dtype"] == "float32"  # transformers 5 and < 4.56
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config)).eval()
     missing, unexpected = hf.load_state_dict(gpt2_state(model), strict=False)
     assert not unexpected and set(missing) <= ({"lm_head.weight"} if tied else set())
@@ -199,6 +200,10 @@ def test_bad_import_directories_are_refused(gpt2_dir, tmp_path, capsys) -> None:
     assert main(["import", str(gpt2_dir), "--run-dir", str(tmp_path / "a")]) == 2
     assert "relu" in capsys.readouterr().err
     (gpt2_dir / "config.json").write_text(json.dumps(config))
+    (gpt2_dir / "tokenizer.json").rename(gpt2_dir / "vocab.json")
+    assert main(["import", str(gpt2_dir), "--run-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "no tokenizer.json (it has vocab.json)" in err and "save_pretrained" in err
     (gpt2_dir / "model.safetensors").unlink()
     assert main(["import", str(gpt2_dir), "--run-dir", str(tmp_path / "a")]) == 2
     assert "model.safetensors" in capsys.readouterr().err

@@ -86,6 +86,7 @@ def gpt2_config(model: torch.nn.Module, registries: Any) -> dict[str, Any]:
     d_model = model.token_embedding.weight.shape[1]
     tied = model.lm_head.weight is model.token_embedding.weight
     dropout = model.dropout.p
+    dtype = str(model.token_embedding.weight.dtype).removeprefix("torch.")
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -107,7 +108,8 @@ def gpt2_config(model: torch.nn.Module, registries: Any) -> dict[str, Any]:
         "tie_word_embeddings": tied,
         "initializer_range": 0.02,
         "use_cache": True,
-        "dtype": str(model.token_embedding.weight.dtype).removeprefix("torch."),
+        "dtype": dtype,  # transformers >= 4.56 reads this key,
+        "torch_dtype": dtype,  # older ones (pyproject allows >= 4.40) this one
     }
 
 
@@ -292,6 +294,15 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path, system: Any) -> Path:
         raise CheckpointError(
             f"{hf_dir} has no model.safetensors (NIMA unpickles nothing, so a pytorch_model.bin "
             f"is not read): save the model with save_pretrained(..., safe_serialization=True)."
+        )
+    if not (hf_dir / "tokenizer.json").is_file():
+        others = sorted(p.name for p in hf_dir.glob("*") if "vocab" in p.name or "merges" in p.name)
+        raise CheckpointError(
+            f"{hf_dir} has no tokenizer.json"
+            + (f" (it has {', '.join(others)})" if others else "")
+            + ": NIMA reads the tokenizer from a Hugging Face fast tokenizer's tokenizer.json. "
+            "Write one next to the model, e.g. GPT2TokenizerFast.from_pretrained(DIR)"
+            ".save_pretrained(DIR) (it converts vocab.json and merges.txt)."
         )
     tokenizer = system.registries["tokenizer"].get("file")(str(hf_dir / "tokenizer.json"))
     if tokenizer.vocab_size != config.get("vocab_size"):

@@ -136,8 +136,9 @@ class AttentionLayer(nn.Module):
     Self-attention projects q, k and v from x (one fused qkv); cross-attention (cross=True)
     projects q from x and k, v from `memory`. causal=False attends to every key. The layer owns
     its plugin instance (the model gives each layer its own). A KV cache stores this layer's
-    rotated keys and values (cross-attention: the memory's, projected at the first call); queries are then the last N of the Nk cached
-    positions, which the attention contract's bottom-right causal alignment handles.
+    rotated keys and values (cross-attention: the memory's, projected at the first call);
+    queries are then the last N of the Nk cached positions, which the attention contract's
+    bottom-right causal alignment handles.
     """
 
     def __init__(

@@ -34,7 +34,7 @@ Size = Annotated[int, Range(ge=1)]
 
 @checked  # gin bindings and Python calls alike are checked against these annotations
 class GPT(TransformerStack):
-    """Decoder-only transformer (GPT-2 layout) built from attention, positional, norm and mlp plugins."""
+    """Decoder-only transformer (GPT-2 layout) from attention, positional, norm and mlp plugins."""
 
     def __init__(
         self,

@@ -83,6 +83,8 @@ def test_the_classification_head_pools_the_real_tokens() -> None:
 def test_a_bidirectional_encoder_has_no_kv_cache() -> None:
     with pytest.raises(ConfigError, match="bidirectional"):
         bert().new_cache(1)
+    with pytest.raises(ConfigError, match="no KV cache"):
+        bert()(torch.zeros(1, 3, dtype=torch.long), cache=object())
 
 
 def test_bert_gin_trains_reports_masked_accuracy_and_fills_masks(tmp_path, capsys) -> None:

@@ -27,11 +27,16 @@ from nima.models.stack import TransformerStack
 from nima.validation import Range, checked
 
 Size = Annotated[int, Range(ge=1)]
+NO_CACHE = (
+    "BERT is a bidirectional encoder: every position attends to every other, so it has no KV "
+    "cache and does not generate left to right. Fill masks with `nima fill RUN_DIR --text "
+    "'... <mask> ...'`, or train a GPT (train.model = @GPT) to generate."
+)
 
 
 @checked
 class BERT(TransformerStack):
-    """Bidirectional encoder (masked-LM head, optional sequence classifier) from the same plugins as GPT."""
+    """Bidirectional encoder (masked-LM head, optional classifier) from the same plugins as GPT."""
 
     def __init__(
         self,
@@ -95,7 +100,7 @@ class BERT(TransformerStack):
         None (it is in the signature so any caller of the model contract gets a clear error).
         """
         if cache is not None:
-            self.new_cache(0)
+            raise ConfigError(NO_CACHE)
         x = self.encode(idx, positions=positions, key_padding_mask=key_padding_mask)
         if last_only:
             x = x[:, -1:]  # (B, 1, d_model)
@@ -118,8 +123,4 @@ class BERT(TransformerStack):
 
     def new_cache(self, batch_size: int, max_len: int | None = None, **options) -> None:
         """BERT attends in both directions: a new token changes every position, so no KV cache."""
-        raise ConfigError(
-            "BERT is a bidirectional encoder: every position attends to every other, so it has "
-            "no KV cache and does not generate left to right. Fill masks with `nima fill "
-            "RUN_DIR --text '... <mask> ...'`, or train a GPT (train.model = @GPT) to generate."
-        )
+        raise ConfigError(NO_CACHE)

@@ -190,6 +190,7 @@ class TransformerStack(nn.Module):
         return self.blocks[0].attn.attention
 
     def num_parameters(self, non_embedding: bool = True) -> int:
-        """Parameter count; non-embedding excludes the token embedding (and a tied head), as nanoGPT."""
+        """Parameter count; non-embedding excludes the token embedding (and a tied head), as
+        nanoGPT counts."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.token_embedding.weight.numel() if non_embedding else n

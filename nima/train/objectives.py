@@ -138,7 +138,7 @@ class MaskedWindows(Batches):
 
 @checked
 class MaskedLM:
-    """BERT's masked-LM: predict the 15% selected tokens (80% shown as the mask, 10% random, 10% kept)."""
+    """BERT's masked-LM: predict the 15% selected tokens (80% masked, 10% random, 10% kept)."""
 
     scores_every_token = False
 

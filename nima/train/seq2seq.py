@@ -51,7 +51,7 @@ def collate(pairs: Pairs, index: list[int], context: int, device) -> Batch:
         target_in[row, : len(tgt) + 1] = torch.tensor([pairs.sos_id, *tgt])
         target_out[row, : len(tgt) + 1] = torch.tensor([*tgt, pairs.eos_id])
     mask = torch.arange(S)[None, :] < torch.tensor([len(s) for s in sources])[:, None]
-    return tuple(t.to(device) for t in (source, mask, target_in, target_out))  # type: ignore[return-value]
+    return source.to(device), mask.to(device), target_in.to(device), target_out.to(device)
 
 
 class PairBatches:
@@ -81,7 +81,7 @@ class PairBatches:
 
 @checked
 class Seq2SeqObjective:
-    """Encoder-decoder teacher forcing on question -> answer pairs; exact match and chrF at the end."""
+    """Teacher-forced question -> answer pairs, then exact match and chrF of greedy answers."""
 
     scores_every_token = False
 

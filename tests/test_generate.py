@@ -218,6 +218,39 @@ def test_generate_keeps_the_callers_mode_and_grad() -> None:
     assert out.shape == (2, 5) and m.training and torch.is_grad_enabled()
 
 
+def test_generate_draws_its_seed_from_the_generator() -> None:
+    idx, chain = torch.tensor([[1, 2], [3, 4]]), SamplerChain()
+    g = torch.Generator().manual_seed(0)
+    first, second = generate(MODEL, idx, 12, chain, g), generate(MODEL, idx, 12, chain, g)
+    assert not torch.equal(first, second)  # the generator advanced
+    again = generate(MODEL, idx, 12, chain, torch.Generator().manual_seed(0))
+    assert torch.equal(first, again)
+
+
+def test_an_encoder_decoder_streams_its_completion_and_checks_prompts() -> None:
+    from nima.generate.seq2seq import EncoderDecoderLM
+
+    tokenizer = nima.get("tokenizer", "char")()
+    tokenizer.train("abcdefgh ")
+    torch.manual_seed(0)
+    model = nima.get("model", "seq2seq")(
+        vocab_size=tokenizer.vocab_size, context_length=8, d_model=16, n_layers=1, n_heads=2,
+        attention=nima.get("attention", "sdpa")(), positional=nima.get("positional", "rope"),
+    ).eval()  # fmt: skip
+    lm = EncoderDecoderLM(model, tokenizer)
+    out = lm.generate("abc", 5, samplers={"greedy": True}, ignore_eos=True)
+    pieces, text = lm.stream("abc", 5, samplers={"greedy": True}, ignore_eos=True), ""
+    try:
+        while True:
+            text += next(pieces)
+    except StopIteration as end:
+        streamed = end.value
+    assert streamed.ids == out.ids and streamed.text == text == out.text
+    assert streamed.finish_reason == out.finish_reason
+    with pytest.raises(ConfigError, match="prompts must be a string or a list of strings"):
+        lm.generate([b"abc"], 3)
+
+
 class Letters:
     """A tokenizer of the letters a..w (ids 0..22); id 22 ('w') is eos."""
 

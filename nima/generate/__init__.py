@@ -77,8 +77,11 @@ def generate(
     stop_id: int | None = None,
 ) -> torch.Tensor:
     """idx (B, N) extended by max_new_tokens through the cached engine -> (B, N + new); rows
-    that stop early at stop_id are filled with it. generator: its seed seeds row i with seed + i."""
-    seed = generator.initial_seed() if generator is not None else 0
+    that stop early at stop_id are filled with it. The seed is drawn from `generator` (so it
+    advances, and a second call samples afresh); without one it is 0. Row i uses seed + i."""
+    seed = 0
+    if generator is not None:
+        seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
     job = Job(idx.tolist(), max_new_tokens, sampler, seed=seed, eos_id=stop_id)
     fill = stop_id if stop_id is not None else 0
     rows = [c.ids + [fill] * (max_new_tokens - len(c.ids)) for c in complete(model, job)]

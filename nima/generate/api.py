@@ -27,6 +27,11 @@ class LanguageModel:
     def __init__(self, model: torch.nn.Module, tokenizer: Any) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
 
+    def decoder(self, prompts: Sequence[str]) -> torch.nn.Module:
+        """The model the engine decodes these prompts with (an encoder-decoder conditions its
+        decoder on them); a decoder-only model is its own."""
+        return self.model
+
     def job(
         self,
         prompts: Sequence[str],
@@ -69,8 +74,9 @@ class LanguageModel:
         single = isinstance(prompts, str)
         if not single and not isinstance(prompts, Sequence):
             raise ConfigError(f"prompts must be a string or a list of strings, got {prompts!r}")
-        job = self.job([prompts] if single else list(prompts), max_new_tokens, samplers, **options)
-        out = complete(self.model, job, strategy_from(strategy))
+        prompts = [prompts] if single else list(prompts)
+        job = self.job(prompts, max_new_tokens, samplers, **options)
+        out = complete(self.decoder(prompts), job, strategy_from(strategy))
         return out[0] if single else out
 
     def stream(
@@ -85,7 +91,7 @@ class LanguageModel:
         still begin a stop string is held back until it is ruled out); the generator returns
         the Completion (ids, finish_reason) when it ends."""
         job = self.job([prompt], max_new_tokens, samplers, stream=True, **options)
-        steps = run(self.model, job, strategy_from(strategy))
+        steps = run(self.decoder([prompt]), job, strategy_from(strategy))
         while True:
             try:
                 piece = next(steps)

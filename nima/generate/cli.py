@@ -176,18 +176,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.stream:
         for i, prompt in enumerate(prompts):
             print(prompt, end="", flush=True)
-            pieces, text = lm.stream(prompt, n, samplers, strategy, seed=seed + i, **options), ""
+            pieces = lm.stream(prompt, n, samplers, strategy, seed=seed + i, **options)
             while True:
                 try:
-                    text += (piece := next(pieces))
-                except StopIteration as end:  # the completion, where the model's stream gives it
-                    completion = end.value
+                    piece = next(pieces)
+                except StopIteration as end:  # the stream returns the completion
+                    records.append(record(prompt, end.value))
                     break
                 print(piece, end="", flush=True)
             print(flush=True)
-            records.append(
-                record(prompt, completion) if completion else {"prompt": prompt, "text": text}
-            )
     else:
         for start in range(0, len(prompts), args.batch_size):
             batch = prompts[start : start + args.batch_size]

@@ -202,6 +202,15 @@ def stop_position(text: str, stop: Sequence[str], start: int = 0) -> int:
     return min(found) if found else -1
 
 
+def before_stop(ids: list[int], decode: Callable[[list[int]], str], at: int) -> list[int]:
+    """The longest prefix of ids whose text ends at or before character `at` (where a stop
+    string begins): only the tokens wholly before it."""
+    ids = list(ids)
+    while ids and len(decode(ids)) > at:
+        ids.pop()
+    return ids
+
+
 def held_back(text: str, stop: Sequence[str]) -> int:
     """How many characters at the end of text could still begin a stop string (or be half a
     character a later token completes): they are not shown until that is ruled out."""
@@ -240,8 +249,7 @@ class RowText:
         longest = max((len(s) for s in job.stop), default=0)
         at = stop_position(text, job.stop, max(0, self.shown - longest))
         if at >= 0:
-            while self.ids and len(job.decode(self.ids)) > at:  # only tokens wholly before it
-                self.ids.pop()
+            self.ids = before_stop(self.ids, job.decode, at)
             self.text = text[:at]
             return self.finish("stop")
         upto = len(text) - held_back(text, job.stop)

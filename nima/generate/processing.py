@@ -30,12 +30,6 @@ class RowRandom:
     def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
-    def reorder(self, index: Sequence[int]) -> None:
-        """Row i continues the stream of row index[i] (a copy of its state: beam search)."""
-        states = [g.get_state() for g in self.generators]
-        for g, i in zip(self.generators, index, strict=True):
-            g.set_state(states[i])
-
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         """A token per row drawn from softmax(logits) (B, V) -> (B,), by the exponential race:
         argmax(p / E) with E ~ Exp(1) draws a token with probability p."""

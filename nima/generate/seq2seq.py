@@ -5,20 +5,19 @@ memory and its keys and values held in the cache)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from nima.generate import Completion, complete, encode_prompt, run
+from nima.generate import encode_prompt
 from nima.generate.api import LanguageModel
-from nima.generate.options import strategy_from
 
 
 class EncoderDecoderLM(LanguageModel):
     """A model with `conditioned(source, source_mask)` (Seq2Seq) and its tokenizer."""
 
-    def conditioned(self, sources: Sequence[str]) -> Any:
+    def decoder(self, sources: Sequence[str]) -> Any:
         """The decoder conditioned on the sources (their last context_length tokens)."""
         context = self.model.context_length
         ids = [encode_prompt(self.tokenizer, s)[-context:] for s in sources]
@@ -38,24 +37,6 @@ class EncoderDecoderLM(LanguageModel):
         job = super().job(prompts, *args, **options)
         job.prompts = [[self.tokenizer.sos_id] for _ in prompts]
         return job
-
-    def generate(
-        self, prompts: str | Sequence[str], max_new_tokens: int = 200, samplers: Any = None,
-        strategy: Any = None, **options: Any,
-    ) -> Completion | list[Completion]:  # fmt: skip
-        single = isinstance(prompts, str)
-        prompts = [prompts] if single else list(prompts)
-        job = self.job(prompts, max_new_tokens, samplers, **options)
-        out = complete(self.conditioned(prompts), job, strategy_from(strategy))
-        return out[0] if single else out
-
-    def stream(
-        self, prompt: str, max_new_tokens: int = 200, samplers: Any = None, strategy: Any = None,
-        **options: Any,
-    ) -> Iterator[str]:  # fmt: skip
-        job = self.job([prompt], max_new_tokens, samplers, stream=True, **options)
-        for piece in run(self.conditioned([prompt]), job, strategy_from(strategy)):
-            yield piece.text
 
 
 def language_model(model: torch.nn.Module, tokenizer: Any) -> LanguageModel:

@@ -13,7 +13,16 @@ from typing import Annotated
 import torch
 
 from nima.errors import ConfigError
-from nima.generate.engine import Completion, Decoder, Job, Piece, RowText, Run, stop_position
+from nima.generate.engine import (
+    Completion,
+    Decoder,
+    Job,
+    Piece,
+    RowText,
+    Run,
+    before_stop,
+    stop_position,
+)
 from nima.generate.processing import RowRandom
 from nima.validation import Range, checked
 
@@ -148,8 +157,7 @@ class Beam:
         text = job.decode(ids) if job.decode else None
         if reason == "stop":
             text = text[: stop_position(text, job.stop)]
-            while ids and len(job.decode(ids)) > len(text):  # only tokens wholly before it
-                ids = ids[:-1]
+            ids = before_stop(ids, job.decode, len(text))
         return Completion(list(ids), text, reason, score)
 
     def _end_live(self, job, ended, live_scores, history, index, tokens, b, reason) -> None:

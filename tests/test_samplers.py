@@ -220,3 +220,25 @@ def test_a_first_contract_processor_still_works() -> None:
     ids, logits = torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 9)
     chain = SamplerChain([lambda logits: -logits, sampler("greedy")])
     assert torch.equal(chain(ids, logits), (-logits).argmax(-1))
+
+
+def test_the_contract_is_read_from_the_required_arguments() -> None:
+    """A first-contract processor with a defaulted setting is still called with the logits."""
+    ids, logits = torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 9)
+
+    class Scale:  # v1, a defaulted second parameter
+        def __call__(self, logits, scale=-1.0):
+            return logits * scale
+
+    def v1_rest(logits, *rest):
+        return -logits
+
+    def v2_args(*args):
+        return -args[1]
+
+    def v2_defaults(ids=None, logits=None):
+        return -logits
+
+    for processor in (Scale(), v1_rest, v2_args, v2_defaults):
+        chain = SamplerChain([processor, sampler("greedy")])
+        assert torch.equal(chain(ids, logits), (-logits).argmax(-1)), processor

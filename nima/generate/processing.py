@@ -44,13 +44,18 @@ class RowRandom:
 
 
 def _takes_ids(processor: Any) -> bool:
-    """Whether processor is called (ids, logits) (contract v2) rather than (logits) (v1)."""
+    """Whether processor is called (ids, logits) (contract v2) rather than (logits) (v1): v2
+    when it needs two positional arguments (no default), or takes *args; a first positional
+    argument alone, the others defaulted (`(logits, scale=2.0)`), is v1."""
     try:
         params = inspect.signature(processor).parameters.values()
     except (TypeError, ValueError):  # no signature to read (a builtin): assume v2
         return True
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+    required = [p for p in positional if p.default is p.empty]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return len(required) != 1  # (logits, *rest) is v1; (*args) and (ids, logits, *r) v2
+    return len(required) >= 2 or (not required and len(positional) >= 2)
 
 
 def _contract_v2(processor: Any) -> Any:

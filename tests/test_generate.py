@@ -292,6 +292,13 @@ def test_speculative_greedy_is_the_models_greedy_output() -> None:
     with pytest.raises(ConfigError, match="needs a draft model"):
         nima.get("strategy", "speculative")()
 
+    class MyGreedy(type(nima.get("sampler", "greedy")())):  # a subclass is still greedy
+        pass
+
+    spec = nima.get("strategy", "speculative")(draft=model(seed=1), lookahead=2)
+    mine = complete(MODEL, Job(PROMPTS, 14, SamplerChain([MyGreedy()]), overflow="stop"), spec)
+    assert ids_of(mine) == ids_of(b)
+
 
 def test_speculative_acceptance_keeps_the_models_distribution() -> None:
     """Draft x ~ q, kept with probability min(1, p/q), else resampled from max(0, p - q): the
@@ -314,3 +321,19 @@ def test_speculative_sampling_repeats_with_its_seed() -> None:
     first = complete(MODEL, Job(PROMPTS[:2], 6, chain, seed=2), spec)
     assert ids_of(first) == ids_of(complete(MODEL, Job(PROMPTS[:2], 6, chain, seed=2), spec))
     assert all(len(c.ids) == 6 for c in first)
+
+
+def test_cache_reorder_moves_the_cached_slots_in_place() -> None:
+    m = model()
+    cache = m.new_cache(3, 16)
+    m(torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]]), cache=cache, last_only=True)
+    before = [k.clone() for k in cache.keys], cache.positions.clone()
+    buffers = [k.data_ptr() for k in cache.keys]
+    index = torch.tensor([2, 2, 0])
+    cache.reorder(index)
+    assert [k.data_ptr() for k in cache.keys] == buffers  # no new max_len buffers
+    for old, new in zip(before[0], cache.keys, strict=True):
+        assert torch.equal(new[:, :, :3], old[:, :, :3].index_select(0, index))
+    assert torch.equal(cache.positions[:, :3], before[1][:, :3].index_select(0, index))
+    cache.reorder(torch.tensor([1, 0]))  # a new batch size: new buffers
+    assert cache.batch_size == 2 and torch.equal(cache.keys[0][1, :, :3], before[0][0][2, :, :3])

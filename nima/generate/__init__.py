@@ -28,9 +28,9 @@ __all__ = [
 
 
 def default_strategy() -> Any:
-    from nima_samplers.strategies import Sample
+    from nima_samplers.strategies import SampleStrategy
 
-    return Sample()
+    return SampleStrategy()
 
 
 @contextlib.contextmanager

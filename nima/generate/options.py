@@ -20,7 +20,8 @@ from nima.errors import ConfigError
 from nima.generate.engine import Overflow
 from nima.validation import Range
 
-# name -> the sampler plugin it builds, in chain order (None: the setting is off)
+# the sampler settings in chain order, each named as the sampler plugin it builds (a setting left
+# None is off); greedy, a selector, goes last when on
 SAMPLER_ORDER = (
     "repetition_penalty", "frequency_penalty", "presence_penalty", "no_repeat_ngram",
     "temperature", "top_k", "top_p", "min_p", "typical",

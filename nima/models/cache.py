@@ -95,7 +95,16 @@ class KVCache:
         return self.positions[:, :end], self.visible[:, :end] if self.masked else None
 
     def reorder(self, batch_index: torch.Tensor) -> None:
-        """Keep sequence batch_index[i] as sequence i (beam search); batch_index (B',) long."""
+        """Keep sequence batch_index[i] as sequence i (beam search); batch_index (B',) long.
+        With the batch size kept (every beam step), only the `length` filled slots are copied,
+        in place: a step costs the cached part, not the whole max_len buffers."""
+        if batch_index.numel() == self.batch_size:
+            L = self.length
+            for buffer in (*self.keys, *self.values):  # (B, Hkv, max_len, D)
+                buffer[:, :, :L] = buffer[:, :, :L].index_select(0, batch_index)
+            for buffer in (self.positions, self.visible):  # (B, max_len)
+                buffer[:, :L] = buffer[:, :L].index_select(0, batch_index)
+            return
         self.keys = [k.index_select(0, batch_index) for k in self.keys]
         self.values = [v.index_select(0, batch_index) for v in self.values]
         self.positions = self.positions.index_select(0, batch_index)

@@ -16,8 +16,7 @@ from nima_samplers.samplers import (
     Typical,
 )
 from nima_samplers.speculative import Speculative
-from nima_samplers.strategies import Beam
-from nima_samplers.strategies import Sample as SampleStrategy
+from nima_samplers.strategies import Beam, SampleStrategy
 
 PROCESSORS = {
     "temperature": Temperature,

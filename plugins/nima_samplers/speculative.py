@@ -21,6 +21,7 @@ import torch
 from nima.errors import ConfigError
 from nima.generate.engine import Completion, Job, Piece, RowText, Run
 from nima.validation import Range, checked
+from nima_samplers.samplers import Greedy, Sample
 
 
 def _distribution(job: Job, ids: list[int], logits: torch.Tensor) -> torch.Tensor:
@@ -44,8 +45,8 @@ class Speculative:
 
     def __call__(self, model: Any, job: Job) -> Run:
         selector = job.chain.selector
-        greedy = selector is not None and type(selector).__name__ == "Greedy"
-        if selector is not None and not greedy and type(selector).__name__ != "Sample":
+        greedy = isinstance(selector, Greedy)
+        if selector is not None and not isinstance(selector, (Greedy, Sample)):
             raise ConfigError(
                 f"speculative decoding verifies greedy or sampling chains; the selector "
                 f"{type(selector).__name__} is neither"

@@ -27,7 +27,7 @@ from nima.generate.processing import RowRandom
 from nima.validation import Range, checked
 
 
-class Sample:
+class SampleStrategy:
     """One token per step and row through the sampler chain (greedy when it ends with greedy)."""
 
     def __call__(self, model, job: Job) -> Run:

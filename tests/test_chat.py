@@ -108,10 +108,20 @@ def test_given_samplers_and_strategy_apply_until_set_replaces_them() -> None:
 
 
 def test_a_setting_that_cannot_answer_keeps_the_session() -> None:
-    chat = session(overflow="stop")  # the window (24) fills: the next line cannot be answered
-    out = drive(chat, ["a" * 20, "more words here", "/show", "/reset", "hi"])
+    chat = session(overflow="stop")  # a line longer than the window (24) cannot be answered
+    out = drive(chat, ["a" * 30, "/show", "/reset", "hi"])
     assert "not answered: " in out and "does not fit the model's context of 24" in out
     assert "samplers:" in out and chat.transcript.startswith("hi\n")
+
+
+def test_with_overflow_stop_the_oldest_lines_make_room() -> None:
+    chat = session(overflow="stop")  # window 24, replies of 6 tokens: prompts of at most 18
+    drive(chat, ["a" * 12, "b" * 10])
+    lines = chat.transcript.splitlines()  # "a"*12 left out: with its reply it passed 18
+    assert lines[1] == "b" * 10 and [len(lines[0]), len(lines[2])] == [6, 6]  # replies in full
+    drive(chat, ["c" * 4])  # 7 + 11 + 7 + 5 characters: the two oldest lines go
+    lines = chat.transcript.splitlines()
+    assert lines[1] == "cccc" and len(lines) == 3 and len(lines[2]) == 6
 
 
 def test_bad_numbers_are_refused_with_what_is_valid() -> None:

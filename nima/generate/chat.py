@@ -10,7 +10,8 @@ window sliding past context_length) and continues it. Lines starting with / are 
 
 The samplers and strategy given at start (--config's generation.samplers / .strategy, or the
 options) answer until a /set changes them. A turn that cannot be answered (a bad setting, or
-a transcript past the window with --context-overflow stop) says why; the session goes on.
+a line longer than the window with --context-overflow stop) says why; the session goes on.
+With --context-overflow stop the oldest lines are left out so the reply has room.
 
 Ctrl-C stops the reply being written (what it wrote so far stays in the conversation); at the
 prompt it only reminds you how to leave.
@@ -104,9 +105,22 @@ class ChatSession:
             strategy = _plugin(self.strategy)
         return f"{samplers}; strategy: {strategy}"
 
+    def fitted(self, prompt: str) -> str:
+        """With --context-overflow stop, the prompt without its oldest lines, so that it leaves
+        the window room for the reply (max_new_tokens, at most half the window); the window
+        slides otherwise, and a last line too long alone is left for the engine to refuse."""
+        if self.options.get("overflow", "slide") != "stop":
+            return prompt
+        window = self.lm.model.context_length
+        budget = window - min(self.max_new_tokens, window // 2)
+        lines = prompt.splitlines(keepends=True)
+        while len(lines) > 1 and len(self.lm.tokenizer.encode("".join(lines))) > budget:
+            lines.pop(0)
+        return "".join(lines)
+
     def say(self, line: str, write: Callable[[str], Any]) -> str:
         """Stream the reply to `line` through write; Ctrl-C ends it early. Returns the reply."""
-        prompt = self.transcript + line + "\n"
+        prompt = self.fitted(self.transcript + line + "\n")
         options = dict(self.options, seed=self.options.get("seed", 0) + self.turn)
         self.turn += 1
         samplers = self.decoding.chain() if self.samplers is None else self.samplers

@@ -164,9 +164,6 @@ def test_teacher_forcing_batches() -> None:
     assert target_in.tolist() == [[2, 11]] and target_out.tolist() == [[11, 3]]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="until nima/generate/seq2seq.py cuts sources with source_window"
-)
 def test_a_long_question_is_cut_alike_in_training_and_when_answering(monkeypatch) -> None:
     """The encoder reads the same tokens of a question longer than the context in a training
     batch and when the generation engine answers it (source_window: its first context)."""

@@ -12,15 +12,17 @@ import torch
 
 from nima.generate import encode_prompt
 from nima.generate.api import LanguageModel
+from nima.models.seq2seq import source_window
 
 
 class EncoderDecoderLM(LanguageModel):
     """A model with `conditioned(source, source_mask)` (Seq2Seq) and its tokenizer."""
 
     def decoder(self, sources: Sequence[str]) -> Any:
-        """The decoder conditioned on the sources (their last context_length tokens)."""
+        """The decoder conditioned on the sources (source_window: their first context_length
+        tokens, as in training)."""
         context = self.model.context_length
-        ids = [encode_prompt(self.tokenizer, s)[-context:] for s in sources]
+        ids = [source_window(encode_prompt(self.tokenizer, s), context) for s in sources]
         device = next(self.model.parameters()).device
         S = max(map(len, ids))
         source = torch.full((len(ids), S), self.tokenizer.pad_id, dtype=torch.long, device=device)

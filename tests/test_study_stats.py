@@ -84,3 +84,16 @@ def test_hedges_g_is_cohens_d_with_the_small_sample_correction():
 def test_no_test_below_two_values_a_side():
     assert compare({1: 1.0}, {1: 2.0, 2: 3.0}) is None
     assert compare({1: 1.0, 2: 2.0}, {}) is None
+
+
+def test_report_says_steps_vary_when_a_variant_sets_train_steps(tmp_path) -> None:
+    from nima.study.report import StudyResults, results_markdown
+
+    plan = {"study_file": "budget.gin", "metric": "final_val_loss", "lower_is_better": True,
+            "baseline": "steps=2000", "seeds": [1, 2], "steps": 2000,
+            "variants": [{"name": "steps=2000", "bindings": ["train.steps = 2000"]},
+                         {"name": "steps=4500", "bindings": ["train.steps = 4500"]}]}  # fmt: skip
+    text = results_markdown(StudyResults(tmp_path, plan, []))
+    assert "train.steps as each variant sets it" in text and "2000 steps each" not in text
+    plan["variants"] = [{"name": "rope", "bindings": ["GPT.positional = @positional.rope"]}]
+    assert "2000 steps each" in results_markdown(StudyResults(tmp_path, plan, []))

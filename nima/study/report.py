@@ -168,11 +168,14 @@ def results_csv(results: StudyResults) -> str:
 def results_markdown(results: StudyResults) -> str:
     plan = results.plan
     direction = "lower" if plan["lower_is_better"] else "higher"
+    bound = [b for v in plan["variants"] for b in v["bindings"]]
+    steps_varies = any(b.replace(" ", "").startswith("train.steps=") for b in bound)
+    steps = "train.steps as each variant sets it" if steps_varies else f"{plan['steps']} steps each"
     lines = [
         f"# Study: {Path(plan['study_file']).stem}",
         "",
         f"`{plan['study_file']}`: {len(plan['variants'])} variants x {len(plan['seeds'])} seeds "
-        f"({', '.join(map(str, plan['seeds']))}), {plan['steps']} steps each. Metric "
+        f"({', '.join(map(str, plan['seeds']))}), {steps}. Metric "
         f"`{plan['metric']}` ({direction} is better); baseline `{plan['baseline']}`; "
         f"★ marks the best mean.",
         "",

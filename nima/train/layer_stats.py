@@ -74,6 +74,5 @@ class LayerStats:
 
 @torch.no_grad()
 def _norm(tensors: list[torch.Tensor]) -> float:
-    """The L2 norm of all `tensors` together, in fp32 (DTensor shards gathered)."""
-    norms = torch.stack([whole(t.detach().float().norm()) for t in tensors])
-    return float(norms.norm())
+    """The L2 norm of all `tensors` together (torch's, as clipping uses; DTensor shards gathered)."""
+    return float(whole(torch.nn.utils.get_total_norm([t.detach() for t in tensors])))

@@ -211,11 +211,12 @@ class Trainer:
         layer_stats = interval and (self.step + 1) % interval == 0  # this step's, every N
         if layer_stats:
             self.layer_metrics = self.layer_stats.before_step()  # before clipping, as grad_norm
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
         if s.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         else:
-            norm = torch.nn.utils.get_total_norm(grads)
+            norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in model.parameters() if p.grad is not None]
+            )
         norm = distributed.whole(norm)  # under FSDP a DTensor: the norm over every shard
         loss_value, norm_value = torch.stack([total, norm.float()]).tolist()
         # under fp16 an inf gradient is the GradScaler's to skip (counted in skipped_steps)

@@ -161,6 +161,43 @@ def test_half_precision_matches_float64_reference(name, dtype):
     print(f"{name} {dtype}: {errors}")
 
 
+# --- sdpa(fp32=True): attend in fp32 whatever the input dtype -------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_sdpa_fp32_matches_reference_in_half_precision(dtype, test_seed):
+    """Masks, GQA, decode, bias and its gradient: within the dtype's tolerance, in its dtype."""
+    cases = DEFAULT_CASES + BIAS_CASES + tuple(random_cases(15, seed=test_seed, bias=True))
+    attn = nima.get("attention", "sdpa")(fp32=True)
+    errors = check_attention_parity(attn, dtype=dtype, cases=cases, device=DEVICE, seed=test_seed)
+    print(f"sdpa(fp32=True) {dtype}: {errors}")
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["plain", "autocast"])
+def test_sdpa_fp32_attends_in_fp32_and_returns_the_input_dtype(autocast):
+    """bf16 inputs give exactly fp32 attention rounded once at the end, also under autocast
+    (which would otherwise run the kernel in bf16), and bf16 gradients."""
+    q, k, v = (rand(2, 4, 33, 16, seed=s, dtype=torch.bfloat16).requires_grad_() for s in (1, 2, 3))
+    want = build("sdpa")(q.float(), k.float(), v.float(), causal=True).to(torch.bfloat16)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=autocast):
+        got = nima.get("attention", "sdpa")(fp32=True)(q, k, v, causal=True)
+        in_bf16 = build("sdpa")(q, k, v, causal=True)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, want)
+    assert not torch.equal(in_bf16, want)  # the test can tell the two paths apart
+    got.float().sum().backward()
+    assert q.grad.dtype == k.grad.dtype == v.grad.dtype == torch.bfloat16
+
+
+def test_sdpa_fp32_under_autocast_keeps_fp32_inputs_in_fp32():
+    q, k, v = (rand(2, 4, 17, 8, seed=s) for s in (1, 2, 3))
+    want = build("sdpa")(q, k, v, causal=True)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        got = nima.get("attention", "sdpa")(fp32=True)(q, k, v, causal=True)
+        assert build("sdpa")(q, k, v, causal=True).dtype == torch.bfloat16  # autocast's policy
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
 @pytest.mark.parametrize("name", PLUGINS)
 def test_decode_and_chunked_prefill_are_the_last_rows_of_full_causal(name):
     """Bottom-right alignment: Nq queries at the end see exactly what they see in the full pass."""

@@ -54,25 +54,14 @@ class SdpaAttention(nn.Module):
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_inputs("sdpa", q, k, v, key_padding_mask, bias)
-        if self.fp32:  # autocast would cast fp32 inputs back down
-            with torch.autocast(q.device.type, enabled=False):
-                out = self._attend(
-                    q.float(), k.float(), v.float(), causal, scale, key_padding_mask,
-                    None if bias is None else bias.float(),
-                )  # fmt: skip
+        half = (torch.float16, torch.bfloat16)
+        if self.fp32 and (q.dtype in half or torch.is_autocast_enabled(q.device.type)):
+            q32, k32, v32, bias32 = (t if t is None or t.dtype not in half else t.float()
+                                     for t in (q, k, v, bias))  # fmt: skip
+            with torch.autocast(q.device.type, enabled=False):  # which would cast them down
+                out = self.forward(q32, k32, v32, causal=causal, scale=scale,
+                                   key_padding_mask=key_padding_mask, bias=bias32)  # fmt: skip
             return out.to(q.dtype)
-        return self._attend(q, k, v, causal, scale, key_padding_mask, bias)
-
-    def _attend(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        causal: bool,
-        scale: float | None,
-        key_padding_mask: torch.Tensor | None,
-        bias: torch.Tensor | None,
-    ) -> torch.Tensor:
         n_q, n_k = q.shape[2], k.shape[2]
         gqa = q.shape[1] != k.shape[1]
         if bias is not None:

@@ -13,6 +13,7 @@ import torch
 import nima
 from nima.errors import CapabilityError, ConfigError
 from nima.hooks import reset
+from nima.train import trainer as trainer_module
 from nima.train.run import run_experiment
 from nima.train.settings import TrainSettings
 from nima.train.trainer import Trainer, check_model_plugins
@@ -96,6 +97,20 @@ def test_the_capability_check_asks_for_the_compute_dtype(monkeypatch) -> None:
     check_model_plugins(model, system, torch.device("cpu"), "fp32")
     with pytest.raises(CapabilityError, match="bfloat16"):
         check_model_plugins(model, system, torch.device("cpu"), "bf16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_dot_products_is_warned(monkeypatch, capsys, native) -> None:
+    monkeypatch.setattr(trainer_module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    model = nima.get("model", "gpt")(vocab_size=VOCAB, context_length=8, d_model=16, n_layers=1,
+                                     n_heads=2)  # fmt: skip
+    check_model_plugins(model, reset(), torch.device("cpu"), "bf16")
+    warned = "without bf16 dot products" in capsys.readouterr().err
+    assert warned != native
+    check_model_plugins(model, reset(), torch.device("cpu"), "fp32")
+    assert "bf16" not in capsys.readouterr().err
 
 
 @pytest.mark.gpu

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import platform
 import random
 import signal
 import sys
@@ -63,8 +64,23 @@ def check_model_plugins(
             f"train.precision = 'fp16' needs a CUDA device (a GradScaler guards fp16 gradients "
             f"there); this run is on {device.type}. Use 'bf16' or 'fp32' on {device.type}."
         )
+    if precision == "bf16" and device.type == "cpu" and not native_cpu_bf16():
+        print(
+            "warning: train.precision = 'bf16' on an x86 CPU without bf16 dot products "
+            "(AVX512-BF16 or AMX): autocast emulates them, likely slower than fp32 here "
+            "(--bind \"train.precision = 'fp32'\").",
+            file=sys.stderr,
+        )
     dtype = str(compute_dtype(model, precision)).removeprefix("torch.")
     check_model(model, system.registries, device=device.type, dtype=dtype)  # every layer's plugins
+
+
+def native_cpu_bf16() -> bool:
+    """Does this CPU compute bf16 dot products natively? On x86 that takes AVX512-BF16 or AMX;
+    other architectures are given the benefit of the doubt (torch cannot tell)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return True
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 class Diverged(NimaError):

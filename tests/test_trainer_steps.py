@@ -104,8 +104,9 @@ def test_bf16_on_a_cpu_without_bf16_dot_products_is_warned(monkeypatch, capsys, 
     monkeypatch.setattr(trainer_module.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    parts = dict(attention=nima.get("attention", "sdpa")(), positional=nima.get("positional", "rope"))
     model = nima.get("model", "gpt")(vocab_size=VOCAB, context_length=8, d_model=16, n_layers=1,
-                                     n_heads=2)  # fmt: skip
+                                     n_heads=2, **parts)  # fmt: skip
     check_model_plugins(model, reset(), torch.device("cpu"), "bf16")
     warned = "without bf16 dot products" in capsys.readouterr().err
     assert warned != native

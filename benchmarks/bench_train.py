@@ -9,11 +9,12 @@ autocast, clipping, the non-finite guard, optimizer, scheduler and logging to me
 `Trainer.advance`). The plain side ("plain") is nanoGPT's train.py step written out below:
 learned positions, pre-norm blocks, fused AdamW, the same shapes, batch and clipping, the run's
 torch.compile, and nanoGPT's autocast rule: the run's precision on CUDA, none on a CPU (its
-`ctx` is a nullcontext there). Two more plain sides hold everything else equal: "plain (run's
-precision)", the same step under the run's autocast (shown when that differs from nanoGPT's
-rule), and "plain rope", the same under the run's autocast with gpt.gin's positions instead of
-the table: RoPE on q and k written as Meta's LLaMA code does (interleaved pairs, one complex
-multiply), so NIMA's own cost shows apart from RoPE's and precision's. Each `--variant
+`ctx` is a nullcontext there). Three more plain sides hold more and more equal: "plain (run's
+precision)", the same step under the run's autocast with torch's own autocast policy (shown
+when that differs from nanoGPT's rule); "plain (run's numerics)", that step with attention also
+kept in fp32 when the run's `sdpa.fp32` does so (identical numerics: NIMA's own cost alone);
+and "plain rope", the run's numerics with gpt.gin's positions instead of the table: RoPE on q
+and k written as Meta's LLaMA code does (interleaved pairs, one complex multiply). Each `--variant
 NAME=BINDING[; BINDING]` adds another NIMA trainer with those bindings on top. All sides
 alternate in blocks of steps (interleaved, so machine load falls on each) and each one's median
 tokens/s is printed with its ratios; above 1.0 NIMA is faster.
@@ -45,9 +46,9 @@ def rotary(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    def __init__(self, d: int, heads: int) -> None:
+    def __init__(self, d: int, heads: int, fp32_attention: bool = False) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.fp32_attention = heads, fp32_attention
         self.ln_1, self.ln_2 = nn.LayerNorm(d, bias=False), nn.LayerNorm(d, bias=False)
         self.c_attn, self.c_proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
         self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
@@ -58,7 +59,13 @@ class Block(nn.Module):
         if turn is not None:
             q, k = rotary(q, turn), rotary(k, turn)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.fp32_attention:  # as NIMA's sdpa(fp32=True): attention in fp32 under autocast
+            with torch.autocast(x.device.type, enabled=False):
+                y = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), is_causal=True
+                ).to(q.dtype)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.c_proj(y.transpose(1, 2).reshape(B, N, D))
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
 
@@ -68,12 +75,13 @@ class NanoGPT(nn.Module):
     with rope=True, the same GPT as gpt.gin's (no position table, RoPE on q and k)."""
 
     def __init__(
-        self, vocab: int, context: int, d: int, layers: int, heads: int, rope: bool = False
-    ) -> None:
+        self, vocab: int, context: int, d: int, layers: int, heads: int, rope: bool = False,
+        fp32_attention: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.wte = nn.Embedding(vocab, d)
         self.wpe = None if rope else nn.Embedding(context, d)
-        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(d, heads, fp32_attention) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d, bias=False)
         self.lm_head = nn.Linear(d, vocab, bias=False)
         self.lm_head.weight = self.wte.weight
@@ -120,13 +128,16 @@ def nima_trainer(bindings: list[str], run_dir: Path):
     return trainer, prepared.splits["train"]
 
 
-def plain_step_fn(trainer, train_ids, rope: bool = False, autocast: bool = False):
+def plain_step_fn(
+    trainer, train_ids, rope: bool = False, autocast: bool = False, fp32_attention: bool = False
+):
     """A nanoGPT training step on the same shapes, batch, lr and clipping as `trainer`, under
-    the run's autocast when `autocast` (else in the parameters' fp32)."""
+    the run's autocast when `autocast` (else in the parameters' fp32), with attention in fp32
+    under it when `fp32_attention`."""
     s, m, device = trainer.s, trainer.model, trainer.device
     context, batch = m.context_length, s.batch_size * s.accumulation_steps
     d, layers, heads = (gin.query_parameter(f"GPT.{n}") for n in ("d_model", "n_layers", "n_heads"))
-    model = NanoGPT(m.vocab_size, context, d, layers, heads, rope).to(device)
+    model = NanoGPT(m.vocab_size, context, d, layers, heads, rope, fp32_attention).to(device)
     lr = trainer.optimizer.param_groups[0]["lr"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)
     forward = torch.compile(model) if s.compile else model  # as nanoGPT's compile=True
@@ -161,17 +172,31 @@ def tokens_per_s(step, n: int, tokens_per_step: int, device: torch.device) -> fl
 
 PLAIN = "plain"  # nanoGPT's step: the bar
 PLAIN_PRECISION = "plain (run's precision)"
+PLAIN_NUMERICS = "plain (run's numerics)"
 PLAIN_ROPE = "plain rope"
 
 
 def plain_sides(trainer, train_ids) -> dict:
     """The plain steps to compare with `trainer`'s: nanoGPT's (autocast on CUDA only, as its
-    train.py), the same at the run's precision where that differs, and with RoPE."""
+    train.py); where they differ from it, the same under the run's autocast and then also with
+    the run's attention precision (sdpa.fp32); and with RoPE at the run's numerics."""
+    from nima_attention.sdpa import SdpaAttention
+
+    autocast = trainer.s.precision != "fp32"
     nanogpt_autocast = trainer.device.type == "cuda"
+    fp32_attention = autocast and any(
+        isinstance(m, SdpaAttention) and m.fp32 for m in trainer.model.modules()
+    )
     sides = {PLAIN: plain_step_fn(trainer, train_ids, autocast=nanogpt_autocast)}
-    if trainer.s.precision != "fp32" and not nanogpt_autocast:
+    if autocast and not nanogpt_autocast:
         sides[PLAIN_PRECISION] = plain_step_fn(trainer, train_ids, autocast=True)
-    sides[PLAIN_ROPE] = plain_step_fn(trainer, train_ids, rope=True, autocast=True)
+    if fp32_attention:
+        sides[PLAIN_NUMERICS] = plain_step_fn(
+            trainer, train_ids, autocast=True, fp32_attention=True
+        )
+    sides[PLAIN_ROPE] = plain_step_fn(
+        trainer, train_ids, rope=True, autocast=True, fp32_attention=fp32_attention
+    )
     return sides
 
 

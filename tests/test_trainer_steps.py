@@ -4,6 +4,8 @@ autocast, its capability check on the compute dtype, fp16 refused off CUDA."""
 from __future__ import annotations
 
 import functools
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from nima.hooks import reset
 from nima.train import trainer as trainer_module
 from nima.train.run import run_experiment
 from nima.train.settings import TrainSettings
-from nima.train.trainer import Trainer, check_model_plugins
+from nima.train.trainer import Trainer, check_model_plugins, resolve_precision
 
 SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "smoke.gin"
 VOCAB = 11
@@ -99,19 +101,53 @@ def test_the_capability_check_asks_for_the_compute_dtype(monkeypatch) -> None:
         check_model_plugins(model, system, torch.device("cpu"), "bf16")
 
 
+def gpt():
+    parts = dict(attention=nima.get("attention", "sdpa")(), positional=nima.get("positional", "rope"))
+    return nima.get("model", "gpt")(vocab_size=VOCAB, context_length=8, d_model=16, n_layers=1,
+                                    n_heads=2, **parts)  # fmt: skip
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
 @pytest.mark.parametrize("native", [True, False])
-def test_bf16_on_a_cpu_without_bf16_dot_products_is_warned(monkeypatch, capsys, native) -> None:
-    monkeypatch.setattr(trainer_module.platform, "machine", lambda: "x86_64")
+def test_bf16_on_a_cpu_without_bf16_dot_products_is_warned(monkeypatch, capsys, native, machine):
+    """On x86 torch says whether the CPU has AVX512-BF16 or AMX; elsewhere it cannot tell, and
+    nothing is claimed."""
+    monkeypatch.setattr(trainer_module.platform, "machine", lambda: machine)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    parts = dict(attention=nima.get("attention", "sdpa")(), positional=nima.get("positional", "rope"))
-    model = nima.get("model", "gpt")(vocab_size=VOCAB, context_length=8, d_model=16, n_layers=1,
-                                     n_heads=2, **parts)  # fmt: skip
-    check_model_plugins(model, reset(), torch.device("cpu"), "bf16")
+    check_model_plugins(gpt(), reset(), torch.device("cpu"), "bf16")
     warned = "without bf16 dot products" in capsys.readouterr().err
-    assert warned != native
-    check_model_plugins(model, reset(), torch.device("cpu"), "fp32")
+    assert warned == (machine == "x86_64" and not native)
+    check_model_plugins(gpt(), reset(), torch.device("cpu"), "fp32")
     assert "bf16" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("machine", "native", "expected"), [
+    ("x86_64", True, "bf16"), ("x86_64", False, "fp32"), ("aarch64", True, "fp32"),
+])  # fmt: skip
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(
+    monkeypatch, machine, native, expected
+) -> None:
+    monkeypatch.setattr(trainer_module.platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == expected
+    assert [resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+
+
+def test_an_auto_run_records_and_trains_in_the_resolved_precision(monkeypatch, tmp_path) -> None:
+    """gpt.gin's settings on the smoke model: bf16 autocast (as 'auto' resolves on a CPU with
+    bf16 dot products), fp32 attention, interleaved RoPE."""
+    monkeypatch.setattr(trainer_module, "cpu_bf16_dot_products", lambda: True)
+    bindings = ["train.precision = 'auto'", "sdpa.fp32 = True", "rope.layout = 'interleaved'",
+                "train.steps = 6", "train.eval_interval = 3", "train.sample_tokens = 0"]  # fmt: skip
+    summary = run_experiment(
+        [SMOKE], bindings, reset(), run_dir=tmp_path / "r", show_progress=False
+    )
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["precision"] == "bf16"
+    assert math.isfinite(summary["final_val_loss"])
 
 
 @pytest.mark.gpu

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from nima.train.distributed import World, join, leave
 from nima.train.metrics import MetricsFile, truncate_metrics
 from nima.train.progress import ProgressDisplay
 from nima.train.settings import TrainSettings
-from nima.train.trainer import Trainer, check_model_plugins, emit
+from nima.train.trainer import Trainer, check_model_plugins, emit, resolve_precision
 
 
 def run_experiment(
@@ -99,6 +100,7 @@ def _train(
     if world.main:
         world.barrier()
     tokenizer = prepared.tokenizer
+    settings = replace(settings, precision=resolve_precision(settings.precision, device))
     with config.building():  # the model, optimizer and scheduler factories run here
         model = settings.model(vocab_size=tokenizer.vocab_size).to(device)
         check_model_plugins(model, system, device, settings.precision)  # before any write
@@ -178,6 +180,7 @@ def _run_in(
                 "bindings": list(bindings),
                 "seed": trainer.s.seed,
                 "device": str(trainer.device),
+                "precision": trainer.s.precision,  # train.precision = 'auto' resolved
                 "data": prepared.metadata,
                 "parameters": sum(p.numel() for p in trainer.model.parameters()),
                 "non_embedding_parameters": trainer.model.num_parameters(),

@@ -40,7 +40,8 @@ class TrainSettings:
     steps: Positive = 1000
     batch_size: Positive = 16  # windows per micro-batch, per process
     accumulation_steps: Positive = 1  # micro-batches per optimizer step
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast compute dtype; fp16: CUDA only
+    # autocast compute dtype; fp16: CUDA only; auto: bf16 where the device computes it natively
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     compile: bool = False  # torch.compile the model for training steps (evaluation stays eager)
     # many processes: DDP replicas, or FSDP2 (fully_shard: parameters, gradients and optimizer
     # state sharded over the ranks); one process trains alike under either

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,23 +64,36 @@ def check_model_plugins(
             f"train.precision = 'fp16' needs a CUDA device (a GradScaler guards fp16 gradients "
             f"there); this run is on {device.type}. Use 'bf16' or 'fp32' on {device.type}."
         )
-    if precision == "bf16" and device.type == "cpu" and not native_cpu_bf16():
+    if precision == "bf16" and device.type == "cpu" and cpu_bf16_dot_products() is False:
         print(
             "warning: train.precision = 'bf16' on an x86 CPU without bf16 dot products "
-            "(AVX512-BF16 or AMX): autocast emulates them, likely slower than fp32 here "
-            "(--bind \"train.precision = 'fp32'\").",
+            "(AVX512-BF16 or AMX): autocast emulates them and can be several times slower "
+            "than fp32 here (--bind \"train.precision = 'fp32'\", or 'auto').",
             file=sys.stderr,
         )
     dtype = str(compute_dtype(model, precision)).removeprefix("torch.")
     check_model(model, system.registries, device=device.type, dtype=dtype)  # every layer's plugins
 
 
-def native_cpu_bf16() -> bool:
+def cpu_bf16_dot_products() -> bool | None:
     """Does this CPU compute bf16 dot products natively? On x86 that takes AVX512-BF16 or AMX;
-    other architectures are given the benefit of the doubt (torch cannot tell)."""
+    elsewhere torch cannot tell (None)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return True
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return None
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private to torch.cpu
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """train.precision = 'auto': bf16 where the device computes it natively (a CUDA GPU that
+    supports it, an x86 CPU with AVX512-BF16 or AMX), else fp32. Other values stay."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = device.type == "cpu" and cpu_bf16_dot_products() is True
+    return "bf16" if native else "fp32"
 
 
 class Diverged(NimaError):
@@ -148,6 +161,7 @@ class Trainer:
         checkpoint_meta: dict,
         world: World = ALONE,
     ):
+        settings = replace(settings, precision=resolve_precision(settings.precision, device))
         self.s, self.model, self.splits = settings, model, splits  # the objective's prepare()
         self.objective = objectives.or_default(settings.objective)  # builds batches, owns the loss
         self.device, self.system = device, system

@@ -189,11 +189,13 @@ def test_sdpa_fp32_attends_in_fp32_and_returns_the_input_dtype(autocast):
     assert q.grad.dtype == k.grad.dtype == v.grad.dtype == torch.bfloat16
 
 
-def test_sdpa_fp32_under_autocast_keeps_fp32_inputs_in_fp32():
+@pytest.mark.parametrize("with_bias", [False, True], ids=["plain", "bias"])
+def test_sdpa_fp32_under_autocast_keeps_fp32_inputs_in_fp32(with_bias):
     q, k, v = (rand(2, 4, 17, 8, seed=s) for s in (1, 2, 3))
-    want = build("sdpa")(q, k, v, causal=True)
+    bias = {"bias": rand(1, 4, 17, 17, seed=4, dtype=torch.bfloat16)} if with_bias else {}
+    want = build("sdpa")(q, k, v, causal=True, **bias)
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        got = nima.get("attention", "sdpa")(fp32=True)(q, k, v, causal=True)
+        got = nima.get("attention", "sdpa")(fp32=True)(q, k, v, causal=True, **bias)
         assert build("sdpa")(q, k, v, causal=True).dtype == torch.bfloat16  # autocast's policy
     assert got.dtype == torch.float32 and torch.equal(got, want)
 

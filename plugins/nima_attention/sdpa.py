@@ -31,6 +31,8 @@ from torch import nn
 from nima.contracts import visible_keys
 from nima_attention.common import check_inputs
 
+HALF = (torch.float16, torch.bfloat16)
+
 
 class SdpaAttention(nn.Module):
     """torch scaled_dot_product_attention (flash / memory-efficient / cuDNN / math backends)."""
@@ -54,14 +56,14 @@ class SdpaAttention(nn.Module):
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_inputs("sdpa", q, k, v, key_padding_mask, bias)
-        half = (torch.float16, torch.bfloat16)
-        if self.fp32 and (q.dtype in half or torch.is_autocast_enabled(q.device.type)):
-            q32, k32, v32, bias32 = (t if t is None or t.dtype not in half else t.float()
-                                     for t in (q, k, v, bias))  # fmt: skip
+        dtype = q.dtype  # k's and v's too (checked)
+        if self.fp32 and (dtype in HALF or torch.is_autocast_enabled(q.device.type)):
+            if dtype in HALF:
+                q, k, v = q.float(), k.float(), v.float()
             with torch.autocast(q.device.type, enabled=False):  # which would cast them down
-                out = self.forward(q32, k32, v32, causal=causal, scale=scale,
-                                   key_padding_mask=key_padding_mask, bias=bias32)  # fmt: skip
-            return out.to(q.dtype)
+                kwargs = dict(scale=scale, key_padding_mask=key_padding_mask, bias=bias)
+                out = self.forward(q, k, v, causal=causal, **kwargs)  # bias: cast to q's dtype
+            return out.to(dtype)
         n_q, n_k = q.shape[2], k.shape[2]
         gqa = q.shape[1] != k.shape[1]
         if bias is not None:

@@ -16,10 +16,10 @@ Causal attention is aligned bottom-right (query i sees keys j <= i + Nk - Nq). S
 
 `fp32=True` attends in fp32 whatever q's dtype (autocast off inside; the output is cast back to
 q's dtype). More exact, and on a CPU faster for small heads: torch's CPU flash kernel is slower
-in bf16 there. Measured on a 2-core AMD EPYC (avx512_bf16), one thread, causal, forward and
-backward: B 8, N 256, D 16 (gpt.gin) fp32 16.2 ms against bf16 26.3 ms; D 32 13.4 / 16.9;
-D 64 11.9 / 12.2; but B 4, N 1024, D 64 fp32 263 ms against bf16 191 ms. So it is a choice,
-off by default.
+in bf16 there. benchmarks/bench_sdpa_fp32.py on a 2-core AMD EPYC (avx512_bf16), one thread,
+causal, forward and backward, bf16 against fp32 (casts included): B 8, N 256, D 16 (gpt.gin)
+24.8 against 15.3 ms; D 32 15.5 / 12.8; D 64 11.4 / 11.4; but B 4, N 1024, D 64 187 against
+259 ms. So it is a choice, off by default.
 """
 
 from __future__ import annotations

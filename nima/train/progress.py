@@ -35,7 +35,7 @@ class ProgressDisplay:
     def nima_train_start(self, run: Any) -> None:
         params = sum(p.numel() for p in run.model.parameters())
         self.console.print(
-            f"run dir {run.run_dir}  device {run.device} {run.settings.precision}  {params:,} parameters "
+            f"run dir {run.run_dir}  device {run.device}  {params:,} parameters "
             f"({run.model.num_parameters():,} non-embedding)",
             highlight=False,
             soft_wrap=True,

@@ -185,7 +185,8 @@ def plain_sides(trainer, train_ids) -> dict:
 
     autocast = trainer.s.precision != "fp32"
     fp32_attention = autocast and any(
-        isinstance(m, SdpaAttention) and m.fp32 for m in trainer.model.modules()
+        isinstance(m, SdpaAttention) and m.upcasts(trainer.device.type)
+        for m in trainer.model.modules()
     )
     run = dict(autocast=autocast, fp32_attention=fp32_attention)
     sides = {

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import nima
 from nima.capabilities import triton_interpreter
-from nima.errors import CapabilityError
+from nima.errors import CapabilityError, ConfigError
 from nima.testing.attention import (
     BIAS_CASES,
     DEFAULT_CASES,
@@ -187,6 +187,20 @@ def test_sdpa_fp32_attends_in_fp32_and_returns_the_input_dtype(autocast):
     assert not torch.equal(in_bf16, want)  # the test can tell the two paths apart
     got.float().sum().backward()
     assert q.grad.dtype == k.grad.dtype == v.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="fp32='cpu' upcasts CPU tensors only")
+def test_sdpa_fp32_cpu_upcasts_cpu_tensors():
+    q, k, v = (rand(2, 4, 33, 16, seed=s, dtype=torch.bfloat16) for s in (1, 2, 3))
+    on_cpu = nima.get("attention", "sdpa")(fp32="cpu")(q, k, v, causal=True)
+    assert torch.equal(on_cpu, nima.get("attention", "sdpa")(fp32=True)(q, k, v, causal=True))
+    assert not torch.equal(on_cpu, build("sdpa")(q, k, v, causal=True))
+
+
+@pytest.mark.parametrize("value", ["CPU", "gpu", 1.0, None])
+def test_sdpa_fp32_takes_true_false_or_cpu(value):
+    with pytest.raises(ConfigError, match=r"True .* False .* or 'cpu'"):
+        nima.get("attention", "sdpa")(fp32=value)
 
 
 @pytest.mark.parametrize("with_bias", [False, True], ids=["plain", "bias"])

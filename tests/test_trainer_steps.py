@@ -140,7 +140,7 @@ def test_an_auto_run_records_and_trains_in_the_resolved_precision(monkeypatch, t
     """gpt.gin's settings on the smoke model: bf16 autocast (as 'auto' resolves on a CPU with
     bf16 dot products), fp32 attention, interleaved RoPE."""
     monkeypatch.setattr(trainer_module, "cpu_bf16_dot_products", lambda: True)
-    bindings = ["train.precision = 'auto'", "sdpa.fp32 = True", "rope.layout = 'interleaved'",
+    bindings = ["train.precision = 'auto'", "sdpa.fp32 = 'cpu'", "rope.layout = 'interleaved'",
                 "train.steps = 6", "train.eval_interval = 3", "train.sample_tokens = 0"]  # fmt: skip
     summary = run_experiment(
         [SMOKE], bindings, reset(), run_dir=tmp_path / "r", show_progress=False

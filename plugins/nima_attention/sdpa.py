@@ -19,16 +19,20 @@ q's dtype). More exact, and on a CPU faster for small heads: torch's CPU flash k
 in bf16 there. benchmarks/bench_sdpa_fp32.py on a 2-core AMD EPYC (avx512_bf16), one thread,
 causal, forward and backward, bf16 against fp32 (casts included): B 8, N 256, D 16 (gpt.gin)
 24.8 against 15.3 ms; D 32 15.5 / 12.8; D 64 11.4 / 11.4; but B 4, N 1024, D 64 187 against
-259 ms. So it is a choice, off by default.
+259 ms. So it is a choice, off by default; `fp32="cpu"` upcasts on a CPU only (on a GPU the
+flash kernels want bf16 or fp16).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nima.contracts import visible_keys
+from nima.errors import ConfigError
 from nima_attention.common import check_inputs
 
 HALF = (torch.float16, torch.bfloat16)
@@ -37,9 +41,18 @@ HALF = (torch.float16, torch.bfloat16)
 class SdpaAttention(nn.Module):
     """torch scaled_dot_product_attention (flash / memory-efficient / cuDNN / math backends)."""
 
-    def __init__(self, fp32: bool = False) -> None:
+    def __init__(self, fp32: bool | Literal["cpu"] = False) -> None:
         super().__init__()
+        if not (isinstance(fp32, bool) or fp32 == "cpu"):
+            raise ConfigError(
+                f"attention.sdpa: fp32={fp32!r} is not one of True (attend in fp32 on every "
+                f"device), False (in the inputs' dtype) or 'cpu' (in fp32 on a CPU only)."
+            )
         self.fp32 = fp32
+
+    def upcasts(self, device_type: str) -> bool:
+        """Does it attend in fp32 on this device type (fp32=True, or 'cpu' on a CPU)?"""
+        return self.fp32 is True or (self.fp32 == "cpu" and device_type == "cpu")
 
     def extra_repr(self) -> str:
         return f"fp32={self.fp32}" if self.fp32 else ""
@@ -57,7 +70,9 @@ class SdpaAttention(nn.Module):
     ) -> torch.Tensor:
         check_inputs("sdpa", q, k, v, key_padding_mask, bias)
         dtype = q.dtype  # k's and v's too (checked)
-        if self.fp32 and (dtype in HALF or torch.is_autocast_enabled(q.device.type)):
+        if self.upcasts(q.device.type) and (
+            dtype in HALF or torch.is_autocast_enabled(q.device.type)
+        ):
             if dtype in HALF:
                 q, k, v = q.float(), k.float(), v.float()
             with torch.autocast(q.device.type, enabled=False):  # which would cast them down

@@ -381,11 +381,17 @@ BROKEN_PACKAGE = '''
 '''
 
 
-def test_pytest_plugin_makes_one_test_per_declared_capability(tmp_path: Path) -> None:
-    (tmp_path / "test_leaky.py").write_text(textwrap.dedent(BROKEN_PACKAGE))
+def run_pytest(folder: Path, name: str, source: str, report: str) -> subprocess.CompletedProcess:
+    """pytest on `source` written as `folder`/`name`, in a child process, as a plugin package's
+    own test run would be (`report`: pytest's -r characters)."""
+    (folder / name).write_text(textwrap.dedent(source))
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"-r{report}", str(folder)]
+    return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_pytest_plugin_makes_one_test_per_declared_capability(tmp_path: Path) -> None:
+    done = run_pytest(tmp_path, "test_leaky.py", BROKEN_PACKAGE, "f")
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
     assert "test_leaky[attention.leaky:causal]" in out
@@ -424,10 +430,7 @@ WINDOWED_PACKAGE = '''
 
 
 def test_conformance_takes_constructor_arguments(tmp_path: Path) -> None:
-    (tmp_path / "test_windowed.py").write_text(textwrap.dedent(WINDOWED_PACKAGE))
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = run_pytest(tmp_path, "test_windowed.py", WINDOWED_PACKAGE, "s")
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     # test_bare: every check skipped, naming the missing argument; test_given: every one passes
